@@ -1,0 +1,168 @@
+import * as v from 'valibot';
+
+const d = v.description;
+const seconds = (what: string, min: number, max: number) =>
+  v.pipe(
+    v.number(`${what} must be a number`),
+    v.minValue(min, `${what} must be at least ${min}`),
+    v.maxValue(max, `${what} must be at most ${max}`),
+  );
+const int = (what: string, min: number, max: number) =>
+  v.pipe(v.number(`${what} must be a number`), v.integer(`${what} must be an integer`), v.minValue(min, `${what} must be at least ${min}`), v.maxValue(max, `${what} must be at most ${max}`));
+const path = (what: string) => v.pipe(v.string(`${what} must be a string`), v.minLength(1, `${what} must not be empty`));
+const url = (what: string) =>
+  v.pipe(v.string(`${what} must be a string`), v.regex(/^(https?|file):\/\//, `${what} must be an https://, http:// or file:// URL`));
+const listen = (what: string) =>
+  v.pipe(v.string(`${what} must be a string`), v.regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$|^off$/, `${what} must be host:port, [v6]:port or "off"`));
+
+/**
+ * The agent's configuration. Every key can also be set as PERSYS_<UPPER_SNAKE> (e.g.
+ * source.pollIntervalSeconds -> PERSYS_SOURCE_POLL_INTERVAL_SECONDS); flags override env,
+ * env overrides the file, the file overrides these defaults.
+ */
+export const configSchema = v.strictObject({
+  nodeId: v.pipe(v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'nodeId must be 1-253 characters of A-Z a-z 0-9 . _ -'))), d('Overrides the derived node id.')),
+  stateDir: v.pipe(v.optional(path('stateDir'), './.persys-agent'), d('Store, local API socket and caches (mode 0700).')),
+  logLevel: v.pipe(v.optional(v.picklist(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'logLevel must be trace, debug, info, warn, error, fatal or silent'), 'info'), d('Log level.')),
+  source: v.pipe(
+    v.optional(
+      v.strictObject({
+        url: v.pipe(v.optional(url('source.url')), d('Desired-state URL; {nodeId} is replaced. Default: file:// of --desired.')),
+        pollIntervalSeconds: v.pipe(v.optional(seconds('source.pollIntervalSeconds', 1, 86400), 30), d('Time between pulls (jittered).')),
+        longPollSeconds: v.pipe(v.optional(seconds('source.longPollSeconds', 0, 3600), 0), d('Prefer: wait=N sent with each pull; 0 disables.')),
+        timeoutSeconds: v.pipe(v.optional(seconds('source.timeoutSeconds', 1, 3600), 30), d('Request timeout (on top of longPollSeconds).')),
+        maxBodyBytes: v.pipe(v.optional(int('source.maxBodyBytes', 1024, 256 * 1024 * 1024), 8 * 1024 * 1024), d('Largest desired-state body accepted.')),
+        caFile: v.pipe(v.optional(path('source.caFile')), d('PEM CA bundle to trust for the source and status endpoints.')),
+        certFile: v.pipe(v.optional(path('source.certFile')), d('Client certificate (mTLS).')),
+        keyFile: v.pipe(v.optional(path('source.keyFile')), d('Client key (mTLS).')),
+        tokenFile: v.pipe(v.optional(path('source.tokenFile')), d('File holding a bearer token (never logged).')),
+        allowInsecureHttp: v.pipe(v.optional(v.boolean('source.allowInsecureHttp must be true or false'), false), d('Allow plain http:// to non-loopback hosts.')),
+      }),
+      {},
+    ),
+    d('Where desired state comes from.'),
+  ),
+  status: v.pipe(
+    v.optional(
+      v.strictObject({
+        url: v.pipe(v.optional(url('status.url')), d('Where status reports are POSTed; {nodeId} is replaced. Default file://<stateDir>/status.json.')),
+        heartbeatSeconds: v.pipe(v.optional(seconds('status.heartbeatSeconds', 1, 86400), 60), d('A report is sent at least this often.')),
+        debounceMs: v.pipe(v.optional(int('status.debounceMs', 0, 60000), 500), d('Changes within this window are sent as one report.')),
+      }),
+      {},
+    ),
+    d('Status reporting.'),
+  ),
+  trust: v.pipe(
+    v.optional(v.strictObject({ publicKeys: v.pipe(v.optional(v.array(v.string()), []), d('Trusted ed25519 public keys (PEM or file paths); when set, documents must be signed.')) }), {}),
+    d('Desired-state signatures.'),
+  ),
+  reconcile: v.pipe(
+    v.optional(
+      v.strictObject({
+        intervalSeconds: v.pipe(v.optional(seconds('reconcile.intervalSeconds', 1, 86400), 30), d('Periodic reconcile (drift repair).')),
+        concurrency: v.pipe(v.optional(int('reconcile.concurrency', 1, 64), 4), d('Steps in flight at once.')),
+      }),
+      {},
+    ),
+    d('The reconcile loop.'),
+  ),
+  retry: v.pipe(
+    v.optional(
+      v.strictObject({
+        maxAttempts: v.pipe(v.optional(int('retry.maxAttempts', 1, 1000), 10), d('Default attempts for transient failures.')),
+        initialDelaySeconds: v.pipe(v.optional(seconds('retry.initialDelaySeconds', 0, 86400), 5), d('Default first backoff.')),
+        maxDelaySeconds: v.pipe(v.optional(seconds('retry.maxDelaySeconds', 0, 86400), 300), d('Default backoff cap.')),
+        multiplier: v.pipe(v.optional(seconds('retry.multiplier', 1, 10), 2), d('Default growth factor.')),
+      }),
+      {},
+    ),
+    d('Default retry policy of workloads.'),
+  ),
+  metrics: v.pipe(
+    v.optional(
+      v.strictObject({
+        listen: v.pipe(v.optional(listen('metrics.listen'), '127.0.0.1:9464'), d('Address of /metrics, /healthz, /readyz; "off" disables.')),
+        push: v.pipe(
+          v.optional(
+            v.strictObject({
+              url: v.pipe(v.optional(url('metrics.push.url')), d('Pushgateway base URL.')),
+              intervalSeconds: v.pipe(v.optional(seconds('metrics.push.intervalSeconds', 1, 86400), 60), d('Push interval.')),
+              deleteOnShutdown: v.pipe(v.optional(v.boolean(), false), d('Delete the group on a clean shutdown.')),
+            }),
+            {},
+          ),
+          d('Push to a Pushgateway.'),
+        ),
+      }),
+      {},
+    ),
+    d('Metrics.'),
+  ),
+  docker: v.pipe(
+    v.optional(
+      v.strictObject({
+        socketPath: v.pipe(v.optional(path('docker.socketPath'), '/var/run/docker.sock'), d('Docker Engine socket.')),
+        namePrefix: v.pipe(v.optional(v.pipe(v.string(), v.regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$/, 'docker.namePrefix must be a container-name prefix')), 'persys-'), d('Container names are <namePrefix><workload id>.')),
+        enabled: v.pipe(v.optional(v.boolean(), true), d('Use Docker at all.')),
+      }),
+      {},
+    ),
+    d('Docker runtime.'),
+  ),
+  libvirt: v.pipe(
+    v.optional(
+      v.strictObject({
+        uri: v.pipe(v.optional(v.string(), 'qemu:///system'), d('libvirt connection URI.')),
+        domainType: v.pipe(v.optional(v.picklist(['auto', 'kvm', 'qemu'], 'libvirt.domainType must be auto, kvm or qemu'), 'auto'), d('kvm, qemu (TCG) or auto.')),
+        enabled: v.pipe(v.optional(v.boolean(), true), d('Use libvirt at all.')),
+      }),
+      {},
+    ),
+    d('libvirt runtime.'),
+  ),
+  policy: v.pipe(
+    v.optional(
+      v.strictObject({
+        allowPrivileged: v.pipe(v.optional(v.boolean(), false), d('Allow privileged containers.')),
+        allowHostPaths: v.pipe(v.optional(v.boolean(), false), d('Allow bind mounts of host paths.')),
+        allowHostNetwork: v.pipe(v.optional(v.boolean(), false), d('Allow network mode host.')),
+        allowedHostPathPrefixes: v.pipe(v.optional(v.array(v.string()), []), d('When allowHostPaths: only under these prefixes (empty: any).')),
+      }),
+      {},
+    ),
+    d('Host policy.'),
+  ),
+  gc: v.pipe(
+    v.optional(
+      v.strictObject({
+        intervalSeconds: v.pipe(v.optional(seconds('gc.intervalSeconds', 60, 86400 * 7), 3600), d('Garbage collection interval.')),
+        imageMinAgeSeconds: v.pipe(v.optional(seconds('gc.imageMinAgeSeconds', 0, 86400 * 365), 86400), d('Unused images younger than this are kept.')),
+      }),
+      {},
+    ),
+    d('Garbage collection.'),
+  ),
+  resources: v.pipe(
+    v.optional(
+      v.strictObject({
+        reserved: v.pipe(
+          v.optional(
+            v.strictObject({
+              cpus: v.pipe(v.optional(seconds('resources.reserved.cpus', 0, 1024), 0), d('Cores kept for the host.')),
+              memoryBytes: v.pipe(v.optional(int('resources.reserved.memoryBytes', 0, Number.MAX_SAFE_INTEGER), 0), d('Memory kept for the host.')),
+              diskBytes: v.pipe(v.optional(int('resources.reserved.diskBytes', 0, Number.MAX_SAFE_INTEGER), 0), d('Disk kept for the host.')),
+            }),
+            {},
+          ),
+          d('Reserved for the host and not allocatable.'),
+        ),
+      }),
+      {},
+    ),
+    d('Host resources.'),
+  ),
+});
+
+export type Config = v.InferOutput<typeof configSchema>;
+export type ConfigInput = v.InferInput<typeof configSchema>;

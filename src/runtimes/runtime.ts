@@ -1,0 +1,86 @@
+import type { Workload, WorkloadType } from '../spec/desired-state.js';
+import type { ActualState } from '../spec/status-report.js';
+
+export type RuntimeName = 'docker' | 'libvirt';
+
+export interface RuntimeHealth {
+  up: boolean;
+  /** Why it is down, or the engine version when up. */
+  reason: string;
+  version?: string;
+  /** Capacity facts (e.g. ncpu, memoryBytes) when the engine tells them. */
+  capacity?: Record<string, number>;
+}
+
+/** What a runtime sees of one workload we own. Built from labels / domain metadata, one engine call for all. */
+export interface ObservedWorkload {
+  workloadId: string;
+  type: WorkloadType;
+  runtime: RuntimeName;
+  /** Engine object id (container id, domain uuid). */
+  runtimeId: string;
+  /** Engine object name (container name, domain name). */
+  name: string;
+  revision: string | undefined;
+  specHash: string | undefined;
+  state: ActualState;
+  exitCode?: number | null;
+  oomKilled?: boolean;
+  restartCount?: number;
+  startedAt?: string | null;
+  finishedAt?: string | null;
+  /** Engine-side creation time (ISO), used to pick the newest of duplicates. */
+  createdAt?: string;
+}
+
+/** What a step executor hands a runtime: the workload plus its canonical hash and the node identity. */
+export interface ApplyContext {
+  nodeId: string;
+  specHash: string;
+  signal: AbortSignal;
+  /** Called when the step enters a new phase (e.g. Pulling -> Creating), so status can follow. */
+  progress?: (phase: 'Pulling' | 'Creating' | 'Starting') => void;
+}
+
+export interface RuntimeEvent {
+  workloadId: string;
+  /** die, oom, destroy, start, stop ... as the engine names it. */
+  action: string;
+  runtimeId: string;
+}
+
+/**
+ * The contract every runtime folder implements, in the spirit of Nomad's task-driver plugin
+ * (Fingerprint/RecoverTask/StartTask/StopTask/DestroyTask/InspectTask/TaskStats/TaskEvents).
+ * Every method may throw WorkloadError with a code from src/errors; engine errors are translated
+ * inside the runtime folder and nowhere else.
+ */
+export interface Runtime {
+  readonly name: RuntimeName;
+  readonly types: readonly WorkloadType[];
+  health(signal?: AbortSignal): Promise<RuntimeHealth>;
+  /** Everything labelled as ours for this node, in one engine call. */
+  observe(signal?: AbortSignal): Promise<ObservedWorkload[]>;
+  /** Make sure what create() needs is present (image pull) without touching the running workload. */
+  prepare(workload: Workload, ctx: ApplyContext): Promise<void>;
+  /** Create (not start). On failure nothing is left behind. */
+  create(workload: Workload, ctx: ApplyContext): Promise<ObservedWorkload>;
+  start(observed: ObservedWorkload, signal: AbortSignal): Promise<void>;
+  stop(observed: ObservedWorkload, signal: AbortSignal, timeoutSeconds?: number): Promise<void>;
+  remove(observed: ObservedWorkload, signal: AbortSignal): Promise<void>;
+  inspect(observed: ObservedWorkload, signal?: AbortSignal): Promise<ObservedWorkload | undefined>;
+  /** Last lines of output, bounded in bytes (for crash evidence). */
+  logTail?(observed: ObservedWorkload, lines: number, signal?: AbortSignal): Promise<string[]>;
+  /** Streams events for our workloads until the signal aborts; reconnects are the caller's job. */
+  events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export const LABELS = {
+  managed: 'dev.persys.managed',
+  nodeId: 'dev.persys.node-id',
+  workloadId: 'dev.persys.workload-id',
+  revision: 'dev.persys.revision',
+  specHash: 'dev.persys.spec-hash',
+  type: 'dev.persys.type',
+} as const;

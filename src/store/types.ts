@@ -1,0 +1,84 @@
+import type { ErrorCode, ErrorSummary } from '../errors/index.js';
+import type { DesiredStateDocument, WorkloadType } from '../spec/desired-state.js';
+import type { ActualState, Phase } from '../spec/status-report.js';
+
+export const STORE_SCHEMA_VERSION = 1;
+
+export interface FailureEntry {
+  at: string;
+  code: ErrorCode;
+  message: string;
+  attempt?: number;
+}
+
+export interface RetryState {
+  /** Failed attempts since the last reset. */
+  attempts: number;
+  /** ISO time before which no new attempt is made; null when not backing off. */
+  nextRetryAt: string | null;
+  gaveUp: boolean;
+  /** The retryToken / revision+specHash the budget belongs to; a change resets it. */
+  resetKey: string;
+}
+
+/** What the store keeps per workload: what was intended and what happened. */
+export interface WorkloadRecord {
+  id: string;
+  type: WorkloadType;
+  revision: string | undefined;
+  /** Hash of the canonical spec that was last applied successfully (or attempted, see lastAttemptHash). */
+  specHash: string | undefined;
+  /** Hash the last attempt tried to apply, successful or not. */
+  lastAttemptHash?: string;
+  desiredState: 'running' | 'stopped' | 'absent';
+  phase: Phase;
+  actualState: ActualState;
+  message: string;
+  runtimeId?: string;
+  error: ErrorSummary | null;
+  retry: RetryState;
+  failures: FailureEntry[];
+  container?: {
+    exitCode?: number | null;
+    oomKilled?: boolean;
+    restartCount?: number;
+    startedAt?: string | null;
+    finishedAt?: string | null;
+    logTail?: string[];
+  };
+  /** Runtime-specific durable data (e.g. a VM's generated password). Never logged. */
+  secrets?: Record<string, string>;
+  updatedAt: string;
+  phaseSince: string;
+}
+
+export interface DesiredStateEntry {
+  document: DesiredStateDocument;
+  etag: string | null;
+  receivedAt: string;
+  source: string;
+}
+
+export interface SyncState {
+  lastPullAt: string | null;
+  lastSuccessAt: string | null;
+  lastError: { code: ErrorCode; message: string; at: string } | null;
+}
+
+export interface StoreData {
+  schemaVersion: number;
+  nodeId: string | null;
+  desired: DesiredStateEntry | null;
+  records: Record<string, WorkloadRecord>;
+  sync: SyncState;
+  reporter: { seq: number };
+}
+
+export const emptyStoreData = (): StoreData => ({
+  schemaVersion: STORE_SCHEMA_VERSION,
+  nodeId: null,
+  desired: null,
+  records: {},
+  sync: { lastPullAt: null, lastSuccessAt: null, lastError: null },
+  reporter: { seq: 0 },
+});
