@@ -59,21 +59,39 @@ command -v dockerd >/dev/null 2>&1 || die "dockerd still not found after install
 # ---- 2. daemon ---------------------------------------------------------------------------------
 mkdir -p "$TESTBED_DIR"
 DOCKERD_LOG="$TESTBED_DIR/dockerd.log"
+# A dockerd process that is alive (not a zombie left by a killed daemon: PID 1 may not reap it).
+live_dockerd() {
+  local pid state
+  for pid in $(pgrep -x dockerd 2>/dev/null || true); do
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    [[ -n "$state" && "$state" != Z ]] && return 0
+  done
+  return 1
+}
+
+start_dockerd() {
+  need_root "starting dockerd"
+  log "starting dockerd (log: $DOCKERD_LOG)"
+  printf '\n==== %s: dockerd started by %s ====\n' "$(date -u +%FT%TZ)" "$0" >>"$DOCKERD_LOG"
+  # setsid + nohup: own session, survives this script and the shell that ran it.
+  setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  disown || true
+}
+
 if ping_ok; then
   log "dockerd already answers on $SOCK"
 else
-  if pgrep -x dockerd >/dev/null 2>&1; then
-    log "dockerd is running but $SOCK does not answer yet; waiting for it"
-  else
-    need_root "starting dockerd"
-    log "starting dockerd (log: $DOCKERD_LOG)"
-    printf '\n==== %s: dockerd started by %s ====\n' "$(date -u +%FT%TZ)" "$0" >>"$DOCKERD_LOG"
-    # setsid + nohup: own session, survives this script and the shell that ran it.
-    setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
-    disown || true
-  fi
+  starts=0
   deadline=$((SECONDS + START_TIMEOUT_S))
+  live_dockerd && log "dockerd is running but $SOCK does not answer yet; waiting for it"
   until ping_ok; do
+    if ! live_dockerd; then
+      # Not running, or it died (e.g. stale state after a crash): (re)start it, at most twice.
+      ((starts < 2)) || die "dockerd exited twice without answering; see $DOCKERD_LOG"
+      ((starts > 0)) && log "dockerd exited before answering; starting it again"
+      start_dockerd
+      starts=$((starts + 1))
+    fi
     if ((SECONDS >= deadline)); then
       log "last lines of $DOCKERD_LOG:"
       tail -n 30 "$DOCKERD_LOG" >&2 || true

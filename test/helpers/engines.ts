@@ -166,10 +166,10 @@ export async function findExecutable(bin: string, pathEnv: string | undefined = 
   return undefined;
 }
 
-async function binaryAvailable(name: EngineName, bin: string): Promise<EngineStatus> {
+async function binaryAvailable(bin: string, setupScript: string): Promise<EngineStatus> {
   const found = await findExecutable(bin);
   return found === undefined
-    ? { ok: false, reason: `${bin} not found on PATH (install it with scripts/testbed/${name}.sh)` }
+    ? { ok: false, reason: `${bin} not found on PATH (install it with scripts/testbed/${setupScript})` }
     : { ok: true, reason: `${bin} at ${found}` };
 }
 
@@ -183,7 +183,7 @@ function libvirtAvailable(): Promise<EngineStatus> {
       const detail = stderr.trim().split('\n').slice(-1)[0] ?? '';
       resolve({
         ok: false,
-        reason: `virsh -c qemu:///system version failed (${err.message.split('\n')[0] ?? ''}${detail ? `: ${detail}` : ''})`,
+        reason: `virsh -c qemu:///system version failed (${err.message.split('\n')[0] ?? ''}${detail ? `: ${detail}` : ''}; run scripts/testbed/libvirt.sh as root)`,
       });
     });
   });
@@ -197,11 +197,11 @@ export async function engineAvailable(name: EngineName): Promise<EngineStatus> {
     case 'libvirt':
       return libvirtAvailable();
     case 'prometheus':
-      return binaryAvailable(name, 'prometheus');
+      return binaryAvailable('prometheus', 'prometheus.sh');
     case 'pushgateway':
-      return binaryAvailable(name, 'prometheus-pushgateway');
+      return binaryAvailable('prometheus-pushgateway', 'prometheus.sh');
     case 'nginx':
-      return binaryAvailable(name, 'nginx');
+      return binaryAvailable('nginx', 'nginx.sh');
   }
 }
 
