@@ -30,6 +30,11 @@ export interface WorkloadRecord {
   specHash: string | undefined;
   /** Hash the last attempt tried to apply, successful or not. */
   lastAttemptHash?: string;
+  /**
+   * The canonical spec (src/reconcile/canonical.ts) last applied, so a later recreate can say
+   * what changed ("image changed (a -> b)", "env FOO added") instead of only "hash differs".
+   */
+  appliedSpec?: unknown;
   desiredState: 'running' | 'stopped' | 'absent';
   phase: Phase;
   actualState: ActualState;
