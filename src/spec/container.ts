@@ -14,7 +14,7 @@ const imageRef = v.pipe(
 const portMapping = v.strictObject({
   hostIp: v.pipe(
     v.optional(v.pipe(v.string(), v.ip('hostIp must be an IPv4 or IPv6 address'))),
-    d('Host address to bind; default 0.0.0.0 (all). Use 127.0.0.1 to keep a port local.'),
+    d('Host address to bind; default all addresses (IPv4 and IPv6). Use 127.0.0.1 to keep a port local.'),
   ),
   hostPort: v.pipe(v.optional(port('hostPort')), d('Host port; omitted means the container port is not published.')),
   containerPort: v.pipe(port('containerPort'), d('Port inside the container.')),
@@ -109,7 +109,7 @@ export const containerSpec = v.strictObject({
   image: imageRef,
   pullPolicy: v.pipe(
     v.optional(v.picklist(['Always', 'IfNotPresent', 'Never'], 'pullPolicy must be Always, IfNotPresent or Never')),
-    d('When to pull: Always, IfNotPresent (default; Always when the tag is "latest"), Never.'),
+    d('When to pull: Always, IfNotPresent (default, also for "latest": a fleet host must not depend on a registry to restart), Never. Not part of the spec hash.'),
   ),
   command: v.pipe(v.optional(v.array(v.string())), d('Arguments (Docker CMD); replaces the image default.')),
   entrypoint: v.pipe(v.optional(v.array(v.string())), d('Entrypoint; replaces the image default.')),

@@ -1,5 +1,5 @@
 import * as v from 'valibot';
-import { nonEmptyString, positiveInt, retryPolicy, safeName, workloadId } from './common.js';
+import { positiveInt, retryPolicy, safeName, workloadId } from './common.js';
 import { containerSpec } from './container.js';
 import { composeSpec } from './compose.js';
 import { vmSpec } from './vm.js';
@@ -7,6 +7,11 @@ import { vmSpec } from './vm.js';
 const d = v.description;
 
 export const API_VERSION = 'persys.dev/v1';
+
+/** A node id, or "*" ("this host"), which the agent accepts only in documents read from a local file. */
+export const NODE_ID_PATTERN = /^(?:\*|[A-Za-z0-9][A-Za-z0-9._-]{0,252})$/;
+/** The nodeId that a local (file://) desired-state document may use to mean "this host, whatever its id". */
+export const ANY_NODE_ID = '*';
 
 const revision = v.pipe(
   v.string(),
@@ -33,17 +38,17 @@ const common = {
 export const containerWorkload = v.strictObject({
   ...common,
   type: v.pipe(v.literal('container'), d('A single Docker container.')),
-  spec: containerSpec,
+  spec: v.pipe(containerSpec, d('Container settings (image, command, env, ports, mounts, limits, ...).')),
 });
 export const composeWorkload = v.strictObject({
   ...common,
   type: v.pipe(v.literal('compose'), d('A compose app (native engine on the Docker API).')),
-  spec: composeSpec,
+  spec: v.pipe(composeSpec, d('The compose project and its file.')),
 });
 export const vmWorkload = v.strictObject({
   ...common,
   type: v.pipe(v.literal('vm'), d('A libvirt virtual machine.')),
-  spec: vmSpec,
+  spec: v.pipe(vmSpec, d('Virtual machine settings (CPUs, memory, disks, networks, cloud-init, login).')),
 });
 
 export const workload = v.variant('type', [containerWorkload, composeWorkload, vmWorkload], 'type must be container, compose or vm');
@@ -71,7 +76,14 @@ export const desiredStateDocument = v.pipe(
   v.strictObject({
     apiVersion: v.pipe(v.literal(API_VERSION, `apiVersion must be "${API_VERSION}"`), d('Document format version.')),
     kind: v.pipe(v.literal('DesiredState', 'kind must be "DesiredState"'), d('Document kind.')),
-    nodeId: v.pipe(nonEmptyString('nodeId', 253), d('The node this document is for; must match the agent\'s node id.')),
+    nodeId: v.pipe(
+      v.string(),
+      v.regex(NODE_ID_PATTERN, 'nodeId must be the node\'s id (1-253 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit) or "*"'),
+      d(
+        'The node this document is for; must equal the agent\'s node id. "*" means "this host, whatever its id" and is ' +
+          'accepted only from a local file (a file:// source or --desired FILE); documents fetched over HTTPS must name the node exactly.',
+      ),
+    ),
     generation: v.pipe(
       v.number(),
       v.integer('generation must be an integer'),
@@ -80,12 +92,42 @@ export const desiredStateDocument = v.pipe(
       d('Only grows; a lower generation than the stored one is rejected.'),
     ),
     labels: v.pipe(v.optional(v.record(v.string(), v.string())), d('Node labels reported back.')),
-    workloads: v.pipe(v.array(workload), v.maxLength(10000, 'workloads has more than 10000 entries'), d('Every workload this node should run.')),
+    workloads: v.pipe(
+      v.array(workload),
+      v.maxLength(10000, 'workloads has more than 10000 entries'),
+      d('Every workload this node should run; ids must be unique. An empty list removes every workload.'),
+    ),
     volumes: v.pipe(v.optional(v.array(volumeDecl)), d('Named volumes.')),
     storagePools: v.pipe(v.optional(v.array(storagePoolDecl)), d('Storage pools.')),
   }),
-  v.check((doc) => new Set(doc.workloads.map((w) => w.id)).size === doc.workloads.length, 'workload ids must be unique'),
-  d('The desired state of one node, served by the central side.'),
+  // Duplicate ids are reported even when the document has other errors (so every error shows at once).
+  v.rawCheck(({ dataset, addIssue }) => {
+    const doc: unknown = dataset.value;
+    if (typeof doc !== 'object' || doc === null || !('workloads' in doc) || !Array.isArray(doc.workloads)) return;
+    const workloads: unknown[] = doc.workloads;
+    const firstIndex = new Map<string, number>();
+    workloads.forEach((w, i) => {
+      if (typeof w !== 'object' || w === null || !('id' in w) || typeof w.id !== 'string') return;
+      const first = firstIndex.get(w.id);
+      if (first === undefined) {
+        firstIndex.set(w.id, i);
+        return;
+      }
+      addIssue({
+        message: `duplicate workload id (already used by workloads[${first}])`,
+        input: w.id,
+        path: [
+          { type: 'object', origin: 'value', input: doc as Record<string, unknown>, key: 'workloads', value: workloads },
+          { type: 'array', origin: 'value', input: workloads, key: i, value: w },
+          { type: 'object', origin: 'value', input: w as Record<string, unknown>, key: 'id', value: w.id },
+        ],
+      });
+    });
+  }),
+  d(
+    'The desired state of one node, served by the central side. Workload ids must be unique within the document ' +
+      '(checked by the agent; JSON Schema cannot express it).',
+  ),
 );
 
 export type DesiredStateDocument = v.InferOutput<typeof desiredStateDocument>;

@@ -30,78 +30,129 @@ export const errorSummarySchema = v.object({
   message: v.pipe(v.string(), d('The exact runtime message.')),
   userMessage: v.pipe(v.string(), d('What it means for a person.')),
   transient: v.pipe(v.boolean(), d('Retried with backoff when true.')),
-  details: v.optional(v.record(v.string(), v.union([v.string(), v.number(), v.boolean()]))),
+  details: v.pipe(
+    v.optional(v.record(v.string(), v.union([v.string(), v.number(), v.boolean()]))),
+    d('Extra facts about the error (e.g. the port in conflict); never secrets.'),
+  ),
 });
 
 const workloadStatus = v.object({
-  id: v.string(),
-  type: v.picklist(['container', 'compose', 'vm']),
-  revision: v.optional(v.string()),
-  desiredState: v.picklist(['running', 'stopped', 'absent']),
+  id: v.pipe(v.string(), d('Workload id from the desired state (or from the labels of a resource being removed).')),
+  type: v.pipe(v.picklist(['container', 'compose', 'vm']), d('Workload type.')),
+  revision: v.pipe(v.optional(v.string()), d('Revision of the spec the status describes.')),
+  desiredState: v.pipe(v.picklist(['running', 'stopped', 'absent']), d('What the agent is driving towards; absent while a removed workload is torn down.')),
   actualState: v.pipe(v.picklist(ACTUAL_STATES), d('What the runtime reports.')),
   phase: v.pipe(v.picklist(PHASES), d('Where the workload is in its life cycle.')),
   message: v.pipe(v.string(), d('One line a person can read.')),
-  runtimeId: v.optional(v.string()),
-  specHash: v.optional(v.string()),
-  error: v.optional(v.nullable(errorSummarySchema)),
-  retry: v.optional(
-    v.object({
-      attempts: v.number(),
-      nextRetryAt: v.optional(v.nullable(isoTime)),
-      gaveUp: v.boolean(),
-    }),
+  runtimeId: v.pipe(v.optional(v.string()), d('Runtime object id (container id, compose project, libvirt domain UUID).')),
+  specHash: v.pipe(v.optional(v.string()), d('Hash of the applied spec (the dev.persys.spec-hash label).')),
+  error: v.pipe(v.optional(v.nullable(errorSummarySchema)), d('The current error, null or absent when there is none.')),
+  retry: v.pipe(
+    v.optional(
+      v.object({
+        attempts: v.pipe(v.number(), d('Failed attempts since the last success, revision change or retry request.')),
+        nextRetryAt: v.pipe(v.optional(v.nullable(isoTime)), d('When the next attempt is due; null when none is scheduled.')),
+        gaveUp: v.pipe(v.boolean(), d('True when the retry budget is spent; a new revision, retryToken or retry request restarts it.')),
+      }),
+    ),
+    d('Retry state for transient failures.'),
   ),
-  failures: v.optional(v.array(v.object({ at: isoTime, code: errorCode, message: v.string(), attempt: v.optional(v.number()) }))),
-  container: v.optional(
-    v.object({
-      exitCode: v.optional(v.nullable(v.number())),
-      oomKilled: v.optional(v.boolean()),
-      restartCount: v.optional(v.number()),
-      startedAt: v.optional(v.nullable(v.string())),
-      finishedAt: v.optional(v.nullable(v.string())),
-      logTail: v.optional(v.array(v.string())),
-    }),
-  ),
-  vm: v.optional(
-    v.object({
-      interfaces: v.array(v.object({ mac: v.string(), ips: v.array(v.string()), source: v.picklist(['agent', 'lease', 'arp']) })),
-      login: v.optional(
+  failures: v.pipe(
+    v.optional(
+      v.array(
         v.object({
-          username: v.string(),
-          ssh: v.optional(v.string()),
-          sshKeyFingerprints: v.optional(v.array(v.string())),
-          console: v.optional(v.string()),
-          password: v.optional(v.string()),
+          at: v.pipe(isoTime, d('When the failure happened.')),
+          code: v.pipe(errorCode, d('Error code.')),
+          message: v.pipe(v.string(), d('The exact runtime message.')),
+          attempt: v.pipe(v.optional(v.number()), d('Attempt number that failed.')),
         }),
       ),
-    }),
+    ),
+    d('Recent failures, newest last (bounded).'),
   ),
-  updatedAt: v.optional(isoTime),
+  container: v.pipe(
+    v.optional(
+      v.object({
+        exitCode: v.pipe(v.optional(v.nullable(v.number())), d('Exit code of the last run; null while running.')),
+        oomKilled: v.pipe(v.optional(v.boolean()), d('Whether the kernel killed it for exceeding its memory limit.')),
+        restartCount: v.pipe(v.optional(v.number()), d('Restarts by the Docker restart policy.')),
+        startedAt: v.pipe(v.optional(v.nullable(v.string())), d('When the container last started (as Docker reports it).')),
+        finishedAt: v.pipe(v.optional(v.nullable(v.string())), d('When the container last stopped (as Docker reports it).')),
+        logTail: v.pipe(v.optional(v.array(v.string())), d('Last log lines, included when the container failed.')),
+      }),
+    ),
+    d('Container facts (container workloads).'),
+  ),
+  vm: v.pipe(
+    v.optional(
+      v.object({
+        interfaces: v.pipe(
+          v.array(
+            v.object({
+              mac: v.pipe(v.string(), d('MAC address of the interface.')),
+              ips: v.pipe(v.array(v.string()), d('Addresses in CIDR form, e.g. 10.0.0.5/24.')),
+              source: v.pipe(v.picklist(['agent', 'lease', 'arp']), d('Where the addresses came from: guest agent, DHCP lease or ARP table.')),
+            }),
+          ),
+          d('Network interfaces and their addresses.'),
+        ),
+        login: v.pipe(
+          v.optional(
+            v.object({
+              username: v.pipe(v.string(), d('User created by cloud-init.')),
+              ssh: v.pipe(v.optional(v.string()), d('Ready-to-use ssh command line.')),
+              sshKeyFingerprints: v.pipe(v.optional(v.array(v.string())), d('SHA256 fingerprints of the authorized keys.')),
+              console: v.pipe(v.optional(v.string()), d('How to reach the console (e.g. a virsh console command or VNC address).')),
+              password: v.pipe(v.optional(v.string()), d('Generated password; present only when the spec sets login.reportPassword.')),
+            }),
+          ),
+          d('How a person logs in.'),
+        ),
+      }),
+    ),
+    d('Virtual machine facts (vm workloads).'),
+  ),
+  updatedAt: v.pipe(v.optional(isoTime), d('When this entry last changed.')),
 });
 
 export const statusReport = v.pipe(
   v.object({
-    apiVersion: v.literal(API_VERSION),
-    kind: v.literal('StatusReport'),
-    nodeId: v.string(),
+    apiVersion: v.pipe(v.literal(API_VERSION), d('Document format version.')),
+    kind: v.pipe(v.literal('StatusReport'), d('Document kind.')),
+    nodeId: v.pipe(v.string(), d('The reporting node.')),
     seq: v.pipe(v.number(), v.integer(), d('Grows with every report this node sends.')),
-    agentVersion: v.string(),
+    agentVersion: v.pipe(v.string(), d('Version of the agent that sent the report.')),
     observedGeneration: v.pipe(v.nullable(v.number()), d('Generation of the desired state in force, null before the first.')),
-    sentAt: isoTime,
-    node: v.object({
-      hostname: v.string(),
-      labels: v.record(v.string(), v.string()),
-      capacity: v.optional(v.record(v.string(), v.number())),
-      allocatable: v.optional(v.record(v.string(), v.number())),
-      usage: v.optional(v.record(v.string(), v.number())),
-      runtimes: v.pipe(v.record(v.string(), v.string()), d('"up" or "down: <reason>" per runtime.')),
-    }),
-    sync: v.object({
-      lastPullAt: v.nullable(isoTime),
-      lastSuccessAt: v.optional(v.nullable(isoTime)),
-      lastError: v.nullable(v.object({ code: errorCode, message: v.string(), at: isoTime })),
-    }),
-    workloads: v.array(workloadStatus),
+    sentAt: v.pipe(isoTime, d('When the report was sent.')),
+    node: v.pipe(
+      v.object({
+        hostname: v.pipe(v.string(), d('Host name.')),
+        labels: v.pipe(v.record(v.string(), v.string()), d('Node labels (from the desired state).')),
+        capacity: v.pipe(v.optional(v.record(v.string(), v.number())), d('Total resources, e.g. cpus, memoryBytes, diskBytes.')),
+        allocatable: v.pipe(v.optional(v.record(v.string(), v.number())), d('Capacity minus what is reserved for the host.')),
+        usage: v.pipe(v.optional(v.record(v.string(), v.number())), d('Resources in use now.')),
+        runtimes: v.pipe(v.record(v.string(), v.string()), d('"up" or "down: <reason>" per runtime.')),
+      }),
+      d('Facts about the host.'),
+    ),
+    sync: v.pipe(
+      v.object({
+        lastPullAt: v.pipe(v.nullable(isoTime), d('Last pull attempt; null before the first.')),
+        lastSuccessAt: v.pipe(v.optional(v.nullable(isoTime)), d('Last pull that returned a valid document or 304.')),
+        lastError: v.pipe(
+          v.nullable(
+            v.object({
+              code: v.pipe(errorCode, d('Error code.')),
+              message: v.pipe(v.string(), d('What went wrong.')),
+              at: v.pipe(isoTime, d('When it happened.')),
+            }),
+          ),
+          d('The last pull error; null after a success.'),
+        ),
+      }),
+      d('Desired-state pulls.'),
+    ),
+    workloads: v.pipe(v.array(workloadStatus), d('One entry per workload the agent knows about.')),
   }),
   d('The full status snapshot a node pushes.'),
 );
