@@ -1,0 +1,628 @@
+import { StringDecoder } from 'node:string_decoder';
+
+import Dockerode from 'dockerode';
+
+import { WorkloadError } from '../../errors/index.js';
+import type { Logger } from '../../log.js';
+import { normalizeImageRef } from '../../reconcile/canonical.js';
+import type { ContainerWorkload, Workload, WorkloadType } from '../../spec/desired-state.js';
+import type { ActualState } from '../../spec/status-report.js';
+import {
+  LABELS,
+  type ApplyContext,
+  type ObservedWorkload,
+  type Runtime,
+  type RuntimeEvent,
+  type RuntimeHealth,
+} from '../runtime.js';
+import { containerName, toCreateOptions } from './container-config.js';
+import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
+
+export interface DockerRuntimeOptions {
+  /** Unix socket of the Docker Engine, e.g. /var/run/docker.sock. */
+  socketPath: string;
+  nodeId: string;
+  /** Prefix of container names; names are cosmetic, labels are what observe() trusts. */
+  namePrefix: string;
+  logger: Logger;
+}
+
+/** Bounds for calls made without a caller's signal, so a wedged daemon cannot hang health or observe forever. */
+const HEALTH_TIMEOUT_MS = 10_000;
+const OBSERVE_TIMEOUT_MS = 30_000;
+const CLEANUP_TIMEOUT_MS = 30_000;
+/** logTail() returns at most this many bytes of output: crash evidence, not a log shipper. */
+export const LOG_TAIL_MAX_BYTES = 8 * 1024;
+const LOG_TAIL_MAX_LINES = 1_000;
+/** An event line longer than this is not an event; drop it rather than grow without bound. */
+const EVENT_LINE_MAX_BYTES = 1024 * 1024;
+const EVENT_ACTIONS = ['die', 'oom', 'destroy', 'start', 'stop', 'kill'];
+
+/**
+ * dockerode 5 accepts `{ abortSignal }` on ping/version/info, but @types/dockerode 4 declares them without
+ * an options argument; this view lets us pass the signal without widening anything to `any`.
+ */
+interface SignalOptions {
+  abortSignal?: AbortSignal;
+}
+interface SystemApi {
+  ping(opts: SignalOptions): Promise<unknown>;
+  version(opts: SignalOptions): Promise<Dockerode.DockerVersion>;
+  info(opts: SignalOptions): Promise<unknown>;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  return signal ? AbortSignal.any([signal, AbortSignal.timeout(ms)]) : AbortSignal.timeout(ms);
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  const err = new Error('The operation was aborted');
+  err.name = 'AbortError';
+  return err;
+}
+
+/** Settles with `p`, or rejects as soon as `signal` aborts (for the few calls dockerode cannot abort). */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** An error in the shape dockerode gives, so translateDockerError reads stream errors like HTTP ones. */
+function engineError(message: string): Error {
+  return Object.assign(new Error(message), { json: { message } });
+}
+
+function asContainer(w: Workload): ContainerWorkload {
+  if (w.type !== 'container') {
+    throw new WorkloadError('INVALID_SPEC', `the docker runtime runs container workloads, not ${w.type} (workload ${w.id})`);
+  }
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure helpers (exported for unit tests)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Docker's container states as our ActualState. `dead` (a removal that failed half-way) and `removing` are
+ * neither running nor cleanly exited: `unknown` makes the planner look again instead of trusting them.
+ */
+export function mapDockerState(state: string): ActualState {
+  switch (state.toLowerCase()) {
+    case 'created':
+      return 'created';
+    case 'running':
+      return 'running';
+    case 'paused':
+      return 'paused';
+    case 'restarting':
+      return 'restarting';
+    case 'exited':
+      return 'exited';
+    default:
+      return 'unknown';
+  }
+}
+
+/** The exit code in a list Status such as "Exited (3) 2 minutes ago"; the list call has no other field for it. */
+export function parseExitCode(status: string): number | undefined {
+  const m = /^Exited \((-?\d+)\)/i.exec(status.trim());
+  return m?.[1] === undefined ? undefined : Number.parseInt(m[1], 10);
+}
+
+/** Docker's zero time ("0001-01-01T00:00:00Z") means "never". */
+function engineTime(t: string | undefined): string | null {
+  if (t === undefined || t === '' || t.startsWith('0001-01-01')) return null;
+  return t;
+}
+
+/**
+ * Splits Docker's multiplexed log format (8-byte header: stream type, 3 zero bytes, big-endian length)
+ * into text, in the order the engine wrote it. Output of a TTY container is not multiplexed: when the
+ * first header is implausible the whole buffer is taken as raw text.
+ */
+export function demuxDockerLogs(buf: Buffer): string {
+  const parts: Buffer[] = [];
+  let offset = 0;
+  while (offset < buf.length) {
+    if (buf.length - offset < 8) break;
+    const type = buf.readUInt8(offset);
+    const plausible = (type === 0 || type === 1 || type === 2) && buf.readUInt8(offset + 1) === 0 && buf.readUInt16BE(offset + 2) === 0;
+    if (!plausible) {
+      // Only the very first frame decides raw vs multiplexed; garbage later is kept as text rather than lost.
+      parts.push(buf.subarray(offset));
+      offset = buf.length;
+      break;
+    }
+    const len = buf.readUInt32BE(offset + 4);
+    const start = offset + 8;
+    const end = Math.min(buf.length, start + len);
+    parts.push(buf.subarray(start, end));
+    offset = end;
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** The last lines of `text` that fit in `maxBytes`, without a partial first line when it had to be cut. */
+export function tailLines(text: string, maxBytes: number = LOG_TAIL_MAX_BYTES): string[] {
+  let body = text.replace(/\r\n/g, '\n');
+  if (body.endsWith('\n')) body = body.slice(0, -1);
+  if (body === '') return [];
+  const bytes = Buffer.from(body, 'utf8');
+  if (bytes.length > maxBytes) {
+    // Cut on bytes (the bound is in bytes), then drop the line the cut went through.
+    const cut = bytes.subarray(bytes.length - maxBytes).toString('utf8');
+    const nl = cut.indexOf('\n');
+    body = nl === -1 ? cut : cut.slice(nl + 1);
+  }
+  return body.split('\n');
+}
+
+/** The engine event we care about, or undefined for anything that is not one of our containers. */
+export function parseDockerEvent(line: string): RuntimeEvent | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (!isRecord(parsed)) return undefined;
+  const type = parsed.Type ?? parsed.type;
+  if (type !== undefined && type !== 'container') return undefined;
+  const actor = isRecord(parsed.Actor) ? parsed.Actor : {};
+  const attrs = isRecord(actor.Attributes) ? actor.Attributes : {};
+  const workloadId = attrs[LABELS.workloadId];
+  const ownType = attrs[LABELS.type];
+  // Compose containers carry our managed/node labels too; they belong to the compose runtime.
+  if (typeof workloadId !== 'string' || (ownType !== undefined && ownType !== 'container')) return undefined;
+  const action = typeof parsed.Action === 'string' ? parsed.Action : typeof parsed.status === 'string' ? parsed.status : undefined;
+  const id = typeof actor.ID === 'string' ? actor.ID : typeof parsed.id === 'string' ? parsed.id : undefined;
+  if (action === undefined || id === undefined) return undefined;
+  return { workloadId, action, runtimeId: id };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The runtime
+// ---------------------------------------------------------------------------------------------
+
+export class DockerRuntime implements Runtime {
+  readonly name = 'docker' as const;
+  readonly types: readonly WorkloadType[] = ['container'];
+
+  private readonly docker: Dockerode;
+  private readonly nodeId: string;
+  private readonly namePrefix: string;
+  private readonly logger: Logger;
+  private readonly socketPath: string;
+
+  constructor(opts: DockerRuntimeOptions) {
+    this.socketPath = opts.socketPath;
+    this.docker = new Dockerode({ socketPath: opts.socketPath });
+    this.nodeId = opts.nodeId;
+    this.namePrefix = opts.namePrefix;
+    this.logger = opts.logger.child({ runtime: 'docker' });
+  }
+
+  /** Runs one engine call; whatever it throws leaves as a WorkloadError. */
+  private async call<T>(context: DockerErrorContext, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw translateDockerError(err, context);
+    }
+  }
+
+  private get system(): SystemApi {
+    // See SystemApi: the runtime methods take the options the published types omit.
+    return this.docker as unknown as SystemApi;
+  }
+
+  async health(signal?: AbortSignal): Promise<RuntimeHealth> {
+    const s = withTimeout(signal, HEALTH_TIMEOUT_MS);
+    try {
+      await this.call('inspect', () => this.system.ping({ abortSignal: s }));
+      const [version, info] = await Promise.all([
+        this.call('inspect', () => this.system.version({ abortSignal: s })),
+        this.call('inspect', () => this.system.info({ abortSignal: s })),
+      ]);
+      const capacity: Record<string, number> = {};
+      if (isRecord(info)) {
+        if (typeof info.NCPU === 'number') capacity.cpus = info.NCPU;
+        if (typeof info.MemTotal === 'number') capacity.memoryBytes = info.MemTotal;
+      }
+      return {
+        up: true,
+        reason: `docker ${version.Version} (API ${version.ApiVersion}) on ${this.socketPath}`,
+        version: version.Version,
+        capacity,
+      };
+    } catch (err) {
+      const e = translateDockerError(err, 'inspect');
+      this.logger.debug({ code: e.code, err: e.message }, 'docker health check failed');
+      return { up: false, reason: `${e.code}: ${e.message}` };
+    }
+  }
+
+  async observe(signal?: AbortSignal): Promise<ObservedWorkload[]> {
+    const s = withTimeout(signal, OBSERVE_TIMEOUT_MS);
+    const list = await this.call('list', () =>
+      this.docker.listContainers({
+        all: true,
+        filters: { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`] },
+        abortSignal: s,
+      }),
+    );
+    const out: ObservedWorkload[] = [];
+    for (const c of list) {
+      const labels = c.Labels ?? {};
+      const workloadId = labels[LABELS.workloadId];
+      const type = labels[LABELS.type];
+      // Compose containers share our managed/node labels but are the compose runtime's to observe.
+      if (type !== undefined && type !== 'container') continue;
+      if (workloadId === undefined || workloadId === '') {
+        this.logger.warn({ containerId: c.Id }, 'container carries our labels but no workload id; ignoring it');
+        continue;
+      }
+      const state = mapDockerState(c.State);
+      const o: ObservedWorkload = {
+        workloadId,
+        type: 'container',
+        runtime: 'docker',
+        runtimeId: c.Id,
+        name: (c.Names[0] ?? '').replace(/^\//, ''),
+        revision: labels[LABELS.revision],
+        specHash: labels[LABELS.specHash],
+        state,
+        createdAt: new Date(c.Created * 1000).toISOString(),
+      };
+      // restartCount, oomKilled and startedAt are only in inspect(); one list call must stay one call.
+      if (state === 'exited') o.exitCode = parseExitCode(c.Status) ?? null;
+      out.push(o);
+    }
+    return out;
+  }
+
+  /** `{ present: true }`, or the engine's exact "No such image" message. */
+  private async imagePresent(ref: string, signal: AbortSignal): Promise<{ present: true } | { present: false; message: string }> {
+    try {
+      // dockerode's Image.inspect takes no abortSignal: the caller stops waiting, the short GET finishes alone.
+      await raceAbort(this.docker.getImage(ref).inspect(), signal);
+      return { present: true };
+    } catch (err) {
+      if (dockerStatusCode(err) === 404) return { present: false, message: dockerErrorMessage(err) };
+      throw translateDockerError(err, 'inspect');
+    }
+  }
+
+  /**
+   * Pulls per pullPolicy. No policy means IfNotPresent even for `latest` or an untagged image (the schema
+   * text says Always there): an edge host often has no registry in reach, and a create that must pull
+   * `latest` every time would fail offline although the image is on disk. Set `Always` to get fresh tags.
+   */
+  async prepare(workload: Workload, ctx: ApplyContext): Promise<void> {
+    const w = asContainer(workload);
+    const ref = w.spec.image;
+    const policy = w.spec.pullPolicy ?? 'IfNotPresent';
+    if (policy === 'Always') {
+      await this.pull(ref, ctx);
+      return;
+    }
+    const local = await this.imagePresent(ref, ctx.signal);
+    if (local.present) return;
+    if (policy === 'Never') {
+      throw new WorkloadError('IMAGE_NOT_FOUND', local.message, {
+        userMessage: 'The image is not present on this host and the pull policy is Never.',
+        details: { operation: 'inspect', image: ref, pullPolicy: policy },
+      });
+    }
+    await this.pull(ref, ctx);
+  }
+
+  private async pull(ref: string, ctx: ApplyContext): Promise<void> {
+    ctx.progress?.('Pulling');
+    const image = normalizeImageRef(ref);
+    this.logger.info({ image }, 'pulling image');
+    const started = Date.now();
+    const stream = await this.call('pull', () => this.docker.pull(ref, { abortSignal: ctx.signal }));
+    await this.call('pull', () => this.followPull(stream, ctx.signal));
+    this.logger.info({ image, ms: Date.now() - started }, 'pulled image');
+  }
+
+  /**
+   * Reads a pull's progress stream to its end. The HTTP status is 200 as soon as the pull starts, so a
+   * failure half-way (manifest unknown, auth, network) arrives as an `{"error": ...}` line in the stream;
+   * followProgress does not treat that as an error, we do. An abort destroys the stream, and a stream
+   * that merely closes after an abort still counts as aborted.
+   */
+  private followPull(stream: NodeJS.ReadableStream, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let streamError: string | undefined;
+      const onAbort = (): void => {
+        const destroyable: unknown = stream;
+        if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
+          // Kept listening for 'error' after followProgress lets go, so a late one cannot crash the process.
+          stream.on('error', () => undefined);
+          (stream as NodeJS.ReadableStream & { destroy(err?: Error): void }).destroy(abortError(signal));
+        }
+      };
+      if (signal.aborted) {
+        onAbort();
+        reject(abortError(signal));
+        return;
+      }
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null) => {
+          signal.removeEventListener('abort', onAbort);
+          if (signal.aborted) reject(abortError(signal));
+          else if (err) reject(err);
+          else if (streamError !== undefined) reject(engineError(streamError));
+          else resolve();
+        },
+        (event: unknown) => {
+          if (streamError !== undefined || !isRecord(event)) return;
+          if (event.error !== undefined || event.errorDetail !== undefined) streamError = dockerErrorMessage({ json: event });
+        },
+      );
+    });
+  }
+
+  async create(workload: Workload, ctx: ApplyContext): Promise<ObservedWorkload> {
+    const w = asContainer(workload);
+    const local = await this.imagePresent(w.spec.image, ctx.signal);
+    if (!local.present) await this.prepare(w, ctx);
+
+    ctx.progress?.('Creating');
+    if (ctx.nodeId !== this.nodeId) {
+      // observe() filters on the runtime's node id; labelling with another would create an invisible container.
+      this.logger.warn({ workloadId: w.id, ctxNodeId: ctx.nodeId, nodeId: this.nodeId }, 'apply context names another node id; using the runtime\'s');
+    }
+    const opts = toCreateOptions(w, { nodeId: this.nodeId, specHash: ctx.specHash, namePrefix: this.namePrefix });
+    const name = containerName(this.namePrefix, w.id);
+    const requestedAt = Date.now();
+    let container: Dockerode.Container;
+    try {
+      container = await this.docker.createContainer({ ...opts, abortSignal: ctx.signal });
+    } catch (err) {
+      const e = translateDockerError(err, 'create');
+      // An aborted request may still have been carried out by the engine: look for it and take it away.
+      if (e.code === 'TIMEOUT') await this.removeOrphanOfCreate(name, ctx.specHash, requestedAt);
+      throw e;
+    }
+
+    try {
+      const observed = await this.inspectById(container.id, w.id, ctx.signal);
+      if (!observed) throw new WorkloadError('INTERNAL', `container ${name} (${container.id.slice(0, 12)}) vanished right after it was created`);
+      this.logger.debug({ workloadId: w.id, containerId: container.id.slice(0, 12), name }, 'created container');
+      return observed;
+    } catch (err) {
+      // "On failure nothing is left behind": the container exists, the step did not succeed.
+      await this.forceRemove(container.id, w.id);
+      throw translateDockerError(err, 'inspect');
+    }
+  }
+
+  /** Best-effort removal on a failure path, with its own deadline because the caller's signal may be spent. */
+  private async forceRemove(id: string, workloadId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true, v: true, abortSignal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
+      this.logger.info({ workloadId, containerId: id.slice(0, 12) }, 'removed container left by a failed create');
+    } catch (err) {
+      if (dockerStatusCode(err) === 404) return;
+      this.logger.warn({ workloadId, containerId: id.slice(0, 12), err: dockerErrorMessage(err) }, 'could not remove container left by a failed create');
+    }
+  }
+
+  /**
+   * After an aborted create: removes the container of that name only if it is provably the one we asked
+   * for (our node, the same spec hash, created after the request went out), never an older namesake.
+   */
+  private async removeOrphanOfCreate(name: string, specHash: string, requestedAtMs: number): Promise<void> {
+    try {
+      const info = await this.docker.getContainer(name).inspect({ abortSignal: AbortSignal.timeout(CLEANUP_TIMEOUT_MS) });
+      const labels = info.Config.Labels ?? {};
+      const created = Date.parse(info.Created);
+      const ours =
+        labels[LABELS.nodeId] === this.nodeId && labels[LABELS.specHash] === specHash && Number.isFinite(created) && created >= requestedAtMs - 2_000;
+      if (ours) await this.forceRemove(info.Id, labels[LABELS.workloadId] ?? name);
+    } catch (err) {
+      if (dockerStatusCode(err) !== 404) {
+        this.logger.warn({ name, err: dockerErrorMessage(err) }, 'could not check for a container left by an aborted create');
+      }
+    }
+  }
+
+  async start(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+    try {
+      await this.docker.getContainer(observed.runtimeId).start({ abortSignal: signal });
+      this.logger.debug({ workloadId: observed.workloadId, containerId: observed.runtimeId.slice(0, 12) }, 'started container');
+    } catch (err) {
+      // 304: already running, which is what was asked.
+      if (dockerStatusCode(err) === 304) return;
+      throw translateDockerError(err, 'start');
+    }
+  }
+
+  async stop(observed: ObservedWorkload, signal: AbortSignal, timeoutSeconds?: number): Promise<void> {
+    // Without `t` the engine uses the container's StopTimeout (from the spec) or its default of 10 s.
+    const opts: Dockerode.ContainerStopOptions = { abortSignal: signal };
+    if (timeoutSeconds !== undefined) opts.t = timeoutSeconds;
+    try {
+      await this.docker.getContainer(observed.runtimeId).stop(opts);
+      this.logger.debug({ workloadId: observed.workloadId, containerId: observed.runtimeId.slice(0, 12) }, 'stopped container');
+    } catch (err) {
+      // 304: already stopped.
+      if (dockerStatusCode(err) === 304) return;
+      throw translateDockerError(err, 'stop');
+    }
+  }
+
+  async remove(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+    try {
+      // v: true removes the container's anonymous volumes (image VOLUMEs); named volumes are never touched.
+      await this.docker.getContainer(observed.runtimeId).remove({ force: true, v: true, abortSignal: signal });
+      this.logger.debug({ workloadId: observed.workloadId, containerId: observed.runtimeId.slice(0, 12) }, 'removed container');
+    } catch (err) {
+      const status = dockerStatusCode(err);
+      // 404: already gone. 409 "removal ... is already in progress": someone else is finishing the job.
+      if (status === 404) return;
+      if (status === 409 && /already in progress/i.test(dockerErrorMessage(err))) return;
+      throw translateDockerError(err, 'remove');
+    }
+  }
+
+  async inspect(observed: ObservedWorkload, signal?: AbortSignal): Promise<ObservedWorkload | undefined> {
+    return this.inspectById(observed.runtimeId, observed.workloadId, withTimeout(signal, OBSERVE_TIMEOUT_MS));
+  }
+
+  private async inspectById(id: string, workloadId: string, signal: AbortSignal): Promise<ObservedWorkload | undefined> {
+    let info: Dockerode.ContainerInspectInfo;
+    try {
+      info = await this.docker.getContainer(id).inspect({ abortSignal: signal });
+    } catch (err) {
+      if (dockerStatusCode(err) === 404) return undefined;
+      throw translateDockerError(err, 'inspect');
+    }
+    const labels = info.Config.Labels ?? {};
+    const state = mapDockerState(info.State.Status);
+    return {
+      workloadId: labels[LABELS.workloadId] ?? workloadId,
+      type: 'container',
+      runtime: 'docker',
+      runtimeId: info.Id,
+      name: info.Name.replace(/^\//, ''),
+      revision: labels[LABELS.revision],
+      specHash: labels[LABELS.specHash],
+      state,
+      // A running container's ExitCode is a stale 0; only an exited one has a meaningful code.
+      exitCode: state === 'exited' ? info.State.ExitCode : null,
+      oomKilled: info.State.OOMKilled,
+      restartCount: info.RestartCount,
+      startedAt: engineTime(info.State.StartedAt),
+      finishedAt: engineTime(info.State.FinishedAt),
+      createdAt: info.Created,
+    };
+  }
+
+  async logTail(observed: ObservedWorkload, lines: number, signal?: AbortSignal): Promise<string[]> {
+    const tail = Math.max(1, Math.min(LOG_TAIL_MAX_LINES, Math.floor(lines)));
+    const raw: unknown = await this.call('inspect', () =>
+      this.docker.getContainer(observed.runtimeId).logs({
+        stdout: true,
+        stderr: true,
+        follow: false,
+        tail,
+        abortSignal: withTimeout(signal, OBSERVE_TIMEOUT_MS),
+      }),
+    );
+    // docker-modem hands back a Buffer, except when the (TTY) output happened to parse as JSON.
+    const text = Buffer.isBuffer(raw) ? demuxDockerLogs(raw) : typeof raw === 'string' ? raw : JSON.stringify(raw) ?? '';
+    return tailLines(text, LOG_TAIL_MAX_BYTES).slice(-tail);
+  }
+
+  /**
+   * Streams die/oom/destroy/start/stop/kill of our containers until `signal` aborts. `since` is the call
+   * time, so events between the call and the stream being established are replayed, not lost (a few from
+   * the same second may come twice: they are triggers, duplicates are harmless). An end of the stream
+   * that the caller did not ask for rejects with RUNTIME_UNAVAILABLE; reconnecting is the caller's job.
+   */
+  async events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void> {
+    if (signal.aborted) return;
+    const since = Math.floor(Date.now() / 1000);
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = await this.docker.getEvents({
+        since,
+        filters: {
+          type: ['container'],
+          label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`],
+          event: EVENT_ACTIONS,
+        },
+        abortSignal: signal,
+      });
+    } catch (err) {
+      if (signal.aborted) return;
+      throw translateDockerError(err, 'events');
+    }
+
+    await new Promise<void>((resolve, reject) => {
+      const decoder = new StringDecoder('utf8');
+      let buf = '';
+      let settled = false;
+
+      const deliver = (line: string): void => {
+        const event = parseDockerEvent(line);
+        if (!event) return;
+        try {
+          onEvent(event);
+        } catch (err) {
+          // A failing consumer must not end the stream for every other event.
+          this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'docker event handler threw');
+        }
+      };
+      const onData = (chunk: Buffer | string): void => {
+        buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) !== -1) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line !== '') deliver(line);
+        }
+        if (buf.length > EVENT_LINE_MAX_BYTES) buf = '';
+      };
+      const finish = (err?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        signal.removeEventListener('abort', onAbort);
+        stream.removeListener('data', onData);
+        stream.removeListener('error', finish);
+        stream.removeListener('end', onEnd);
+        stream.removeListener('close', onEnd);
+        // A destroyed response may still emit 'error' ("aborted"); without a listener that would crash the process.
+        stream.on('error', () => undefined);
+        if (signal.aborted) {
+          resolve();
+        } else if (err !== undefined) {
+          reject(translateDockerError(err, 'events'));
+        } else {
+          reject(new WorkloadError('RUNTIME_UNAVAILABLE', 'the Docker event stream ended', { details: { operation: 'events' } }));
+        }
+      };
+      const onEnd = (): void => finish();
+      const onAbort = (): void => {
+        const destroyable: unknown = stream;
+        if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
+          (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
+        }
+        finish();
+      };
+
+      stream.on('data', onData);
+      stream.on('error', finish);
+      stream.on('end', onEnd);
+      stream.on('close', onEnd);
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}
