@@ -1,0 +1,162 @@
+/**
+ * Drives DesiredStateSource.pull() until its signal aborts. One code path serves static hosts and
+ * long-poll servers: every pull sends If-None-Match and (when configured) `Prefer: wait=N`; when the
+ * server actually held the request we go straight back, otherwise we sleep the jittered poll
+ * interval. Failures back off exponentially with full jitter and honour Retry-After.
+ */
+import { SourceError } from '../errors/index.js';
+import type { Logger } from '../log.js';
+import { backoffDelayMs, delayWithRetryAfter, jitter, sleep, type BackoffPolicy } from '../util/backoff.js';
+import { linkSignals } from './http-client.js';
+import type { PullOptions, PullResult } from './source.js';
+
+export type PollOutcome = PullResult | SourceError;
+
+export interface SourcePollerOptions {
+  source: { pull(opts: PullOptions): Promise<PullResult> };
+  nodeId: string;
+  pollIntervalSeconds: number;
+  /** 0 disables long-poll; otherwise sent as `Prefer: wait=N`. */
+  longPollSeconds: number;
+  /** Read before every pull: what the caller has stored (the ETag and generation in force). */
+  state: () => { currentEtag: string | null; storedGeneration: number | null };
+  /**
+   * Called with every outcome, in order, before the next pull starts (awaited), so state() sees
+   * what the caller stored. A throw here is logged and counted as a failure (backs off).
+   */
+  onResult: (outcome: PollOutcome) => void | Promise<void>;
+  logger?: Logger;
+  /** Overrides the default policy (see defaultSourceBackoff). */
+  backoff?: BackoffPolicy;
+  /** Injectable randomness for jitter (tests). */
+  random?: () => number;
+}
+
+/**
+ * Error backoff: first retry within 1 s, doubling, capped at max(pollInterval, 60 s). The cap means
+ * a failing node never retries less often than it would poll when healthy, and the 60 s floor of
+ * the cap keeps a fleet with a short poll interval from hammering a struggling server every second.
+ */
+export function defaultSourceBackoff(pollIntervalSeconds: number): BackoffPolicy {
+  return { initialDelayMs: 1000, multiplier: 2, maxDelayMs: Math.max(pollIntervalSeconds * 1000, 60_000) };
+}
+
+/** A server may ask for more than our own cap with Retry-After, but not for more than this. */
+export const RETRY_AFTER_CAP_MS = 10 * 60_000;
+
+/** Shortest sleep after a failure: full jitter can draw ~0, and a zero-delay retry loop helps nobody. */
+const MIN_ERROR_DELAY_MS = 100;
+
+/** A pull that took at least this long was held by the server (long-poll), not merely slow to start. */
+const HELD_THRESHOLD_MS = 1000;
+
+export class SourcePoller {
+  readonly #opts: SourcePollerOptions;
+  readonly #policy: BackoffPolicy;
+  readonly #random: () => number;
+  #failures = 0;
+  #wake: AbortController | null = null;
+  #triggered = false;
+  #running: Promise<void> | null = null;
+  #lastOutcomeAt: Date | null = null;
+
+  constructor(opts: SourcePollerOptions) {
+    this.#opts = opts;
+    this.#policy = opts.backoff ?? defaultSourceBackoff(opts.pollIntervalSeconds);
+    this.#random = opts.random ?? Math.random;
+  }
+
+  /** Consecutive failed pulls (0 after any success, including a 304). */
+  get consecutiveFailures(): number {
+    return this.#failures;
+  }
+
+  /** When the last pull finished (success or failure). */
+  get lastOutcomeAt(): Date | null {
+    return this.#lastOutcomeAt;
+  }
+
+  /**
+   * Pull as soon as possible: ends the current sleep (poll interval or backoff; an operator's
+   * "sync now" is worth more than our backoff). A pull in flight is not interrupted, but another one
+   * follows it at once.
+   */
+  triggerNow(): void {
+    this.#triggered = true;
+    this.#wake?.abort();
+  }
+
+  /** Loops until `signal` aborts; resolves then (never rejects). Calling it twice returns the same run. */
+  run(signal: AbortSignal): Promise<void> {
+    this.#running ??= this.#loop(signal);
+    return this.#running;
+  }
+
+  async #loop(signal: AbortSignal): Promise<void> {
+    const { logger } = this.#opts;
+    while (!signal.aborted) {
+      this.#triggered = false;
+      const started = performance.now();
+      let outcome: PollOutcome;
+      try {
+        const state = this.#opts.state();
+        outcome = await this.#opts.source.pull({
+          currentEtag: state.currentEtag,
+          storedGeneration: state.storedGeneration,
+          nodeId: this.#opts.nodeId,
+          signal,
+          ...(this.#opts.longPollSeconds > 0 ? { waitSeconds: this.#opts.longPollSeconds } : {}),
+        });
+      } catch (err) {
+        outcome =
+          err instanceof SourceError
+            ? err
+            : new SourceError('INTERNAL', `pull failed unexpectedly: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      // A pull cut short by shutdown is not a result worth reporting.
+      if (signal.aborted) break;
+      const elapsedMs = performance.now() - started;
+      this.#lastOutcomeAt = new Date();
+      let failed = outcome instanceof SourceError;
+      this.#failures = failed ? this.#failures + 1 : 0;
+      try {
+        await this.#opts.onResult(outcome);
+      } catch (err) {
+        logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'handling a desired-state pull failed');
+        if (!failed) {
+          failed = true;
+          this.#failures += 1;
+        }
+      }
+      if (signal.aborted) break;
+
+      let delayMs: number;
+      if (failed) {
+        const own = Math.max(MIN_ERROR_DELAY_MS, backoffDelayMs(this.#policy, this.#failures, this.#random));
+        const retryAfterMs = outcome instanceof SourceError ? outcome.retryAfterMs : undefined;
+        delayMs = delayWithRetryAfter(own, retryAfterMs, Math.max(this.#policy.maxDelayMs, RETRY_AFTER_CAP_MS));
+        logger?.debug({ failures: this.#failures, delayMs, retryAfterMs }, 'desired-state pull failed; backing off');
+      } else if (this.#opts.longPollSeconds > 0 && elapsedMs >= HELD_THRESHOLD_MS) {
+        // The server held the request: it supports long-poll, so ask again right away. A static
+        // host answers at once and lands in the branch below, so this can never spin.
+        delayMs = 0;
+      } else {
+        delayMs = jitter(this.#opts.pollIntervalSeconds * 1000, 0.1, this.#random);
+      }
+      if (this.#triggered || delayMs === 0) continue;
+      await this.#sleep(delayMs, signal);
+    }
+  }
+
+  async #sleep(ms: number, signal: AbortSignal): Promise<void> {
+    const wake = new AbortController();
+    this.#wake = wake;
+    const linked = linkSignals([signal, wake.signal]);
+    try {
+      await sleep(ms, linked.signal);
+    } finally {
+      linked.dispose();
+      this.#wake = null;
+    }
+  }
+}
