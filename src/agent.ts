@@ -1,0 +1,298 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, dirname, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Cron } from 'croner';
+import type { Config } from './config/schema.js';
+import { SourceError } from './errors/index.js';
+import { resolveNodeId } from './identity/node-id.js';
+import type { Logger } from './log.js';
+import { createAgentMetrics, type AgentMetrics } from './metrics/registry.js';
+import { startMetricsServer } from './metrics/server.js';
+import { Executor } from './reconcile/executor.js';
+import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
+import { DockerRuntime } from './runtimes/docker/docker-runtime.js';
+import type { Runtime } from './runtimes/runtime.js';
+import { buildStatusReport } from './status/build-report.js';
+import { Store } from './store/store.js';
+import { createHttpClient } from './sync/http-client.js';
+import { SourcePoller } from './sync/poller.js';
+import { StatusReporter } from './sync/reporter.js';
+import { DesiredStateSource, type PullResult } from './sync/source.js';
+import { backoffDelayMs, sleep } from './util/backoff.js';
+import { AGENT_VERSION } from './version.js';
+
+export interface AgentOptions {
+  config: Config;
+  /** Local desired-state file used when source.url is not configured (embedded defaults). */
+  desiredPath: string;
+  logger: Logger;
+}
+
+export const expandUrl = (template: string, nodeId: string) => template.replaceAll('{nodeId}', encodeURIComponent(nodeId));
+
+/**
+ * Wires the parts together: store -> identity -> runtimes -> source/poller -> loop -> reporter
+ * -> metrics. Owns the one AbortController that shutdown aborts.
+ */
+export class Agent {
+  private readonly abort = new AbortController();
+  private readonly closers: (() => Promise<void> | void)[] = [];
+  private loop!: ReconcileLoop;
+  private reporter!: StatusReporter;
+  private store!: Store;
+  private runtimes: Runtime[] = [];
+  private metrics!: AgentMetrics;
+  nodeId = '';
+  metricsPort: number | null = null;
+  private stopped = false;
+
+  private constructor(private readonly opts: AgentOptions) {}
+
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const agent = new Agent(opts);
+    try {
+      await agent.init();
+    } catch (err) {
+      await agent.stop().catch(() => undefined);
+      throw err;
+    }
+    return agent;
+  }
+
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  private async init(): Promise<void> {
+    const { config, logger } = this.opts;
+    const signal = this.abort.signal;
+    const stateDir = resolve(config.stateDir);
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    this.store = await Store.open(stateDir, logger);
+    this.closers.push(() => this.store.close());
+
+    const id = await resolveNodeId({ ...(config.nodeId ? { override: config.nodeId } : {}), stateDir });
+    this.nodeId = id.nodeId;
+    if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
+    logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
+
+    if (config.docker.enabled) {
+      this.runtimes.push(new DockerRuntime({ socketPath: config.docker.socketPath, nodeId: this.nodeId, namePrefix: config.docker.namePrefix, logger }));
+    }
+    this.closers.push(async () => {
+      for (const rt of this.runtimes) await rt.close?.();
+    });
+
+    this.metrics = createAgentMetrics({ nodeId: this.nodeId, version: AGENT_VERSION });
+    const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
+    const markDirty = () => this.reporter?.markDirty();
+    const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty });
+    this.loop = new ReconcileLoop({
+      store: this.store,
+      runtimes: this.runtimes,
+      executor,
+      logger,
+      onRecordChange: markDirty,
+      onCycle: (s) => this.recordCycleMetrics(s),
+    });
+
+    const http = createHttpClient({
+      ...(config.source.caFile ? { caFile: config.source.caFile } : {}),
+      ...(config.source.certFile ? { certFile: config.source.certFile } : {}),
+      ...(config.source.keyFile ? { keyFile: config.source.keyFile } : {}),
+      ...(config.source.tokenFile ? { tokenFile: config.source.tokenFile } : {}),
+      allowInsecureHttp: config.source.allowInsecureHttp,
+      timeoutMs: config.source.timeoutSeconds * 1000,
+    });
+    this.closers.push(() => http.close());
+
+    const statusUrl = expandUrl(config.status.url ?? pathToFileURL(resolve(stateDir, 'status.json')).href, this.nodeId);
+    this.reporter = new StatusReporter({
+      url: statusUrl,
+      httpClient: http,
+      heartbeatSeconds: config.status.heartbeatSeconds,
+      debounceMs: config.status.debounceMs,
+      buildReport: (seq) => this.buildReport(seq),
+      loadSeq: () => this.store.data.reporter.seq,
+      saveSeq: (seq) => this.store.update((d) => void (d.reporter.seq = seq)),
+      logger,
+    });
+
+    const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
+    const source = new DesiredStateSource({
+      url: sourceUrl,
+      httpClient: http,
+      maxBodyBytes: config.source.maxBodyBytes,
+      timeoutMs: config.source.timeoutSeconds * 1000,
+    });
+    const poller = new SourcePoller({
+      source,
+      nodeId: this.nodeId,
+      pollIntervalSeconds: config.source.pollIntervalSeconds,
+      longPollSeconds: config.source.longPollSeconds,
+      state: () => ({ currentEtag: this.store.data.desired?.etag ?? null, storedGeneration: this.store.data.desired?.document.generation ?? null }),
+      onResult: (r) => this.onPull(r, sourceUrl),
+      logger,
+    });
+
+    if (config.metrics.listen !== 'off') {
+      const srv = await startMetricsServer(config.metrics.listen, {
+        registry: this.metrics.registry,
+        alive: () => !this.stopped,
+        ready: async () => this.readiness(),
+        logger,
+      });
+      this.metricsPort = srv.port;
+      this.closers.push(() => srv.close());
+      logger.debug({ listen: config.metrics.listen, port: srv.port }, 'metrics listening');
+    }
+
+    this.reporter.start(signal);
+    void poller.run(signal);
+    if (sourceUrl.startsWith('file:')) this.watchFile(fileURLToPath(sourceUrl), () => poller.triggerNow());
+
+    const cron = new Cron('* * * * * *', { interval: config.reconcile.intervalSeconds, protect: true }, () => {
+      void this.loop.trigger('periodic', signal);
+    });
+    this.closers.push(() => cron.stop());
+    for (const rt of this.runtimes) void this.watchEvents(rt, signal);
+
+    // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
+    void this.loop.trigger('start', signal);
+  }
+
+  private onPull(r: PullResult | SourceError, url: string): void {
+    const now = new Date().toISOString();
+    if (r instanceof SourceError) {
+      this.metrics.pulls.inc({ result: 'error' });
+      const prev = this.store.data.sync.lastError;
+      this.store.setSync({ lastPullAt: now, lastError: { code: r.code, message: r.message, at: now } });
+      if (!prev || prev.message !== r.message) {
+        this.opts.logger.warn({ code: r.code, err: r.message }, 'desired state rejected; the last good one stays in force');
+      }
+      this.reporter.markDirty();
+      return;
+    }
+    const hadError = this.store.data.sync.lastError !== null;
+    this.store.setSync({ lastPullAt: now, lastSuccessAt: now, lastError: null });
+    if (r.kind === 'not-modified') {
+      this.metrics.pulls.inc({ result: '304' });
+      if (hadError) this.reporter.markDirty();
+      return;
+    }
+    this.metrics.pulls.inc({ result: '200' });
+    const prevGen = this.store.data.desired?.document.generation ?? null;
+    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url });
+    this.metrics.desiredGeneration.set(r.document.generation);
+    this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
+    this.reporter.markDirty();
+    void this.loop.trigger('new desired state', this.abort.signal);
+  }
+
+  /** Engine events (die, oom, destroy) of our workloads trigger a cycle; the stream reconnects with backoff. */
+  private async watchEvents(rt: Runtime, signal: AbortSignal): Promise<void> {
+    let failures = 0;
+    while (!signal.aborted) {
+      const started = Date.now();
+      try {
+        await rt.events(signal, (e) => {
+          this.opts.logger.debug({ runtime: rt.name, workloadId: e.workloadId, action: e.action }, 'runtime event');
+          void this.loop.trigger(`${rt.name} ${e.action} ${e.workloadId}`, signal);
+        });
+      } catch (err) {
+        this.opts.logger.debug({ runtime: rt.name, err: err instanceof Error ? err.message : String(err) }, 'event stream ended');
+      }
+      if (signal.aborted) return;
+      failures = Date.now() - started > 60_000 ? 1 : failures + 1;
+      await sleep(backoffDelayMs({ initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 }, failures) + 250, signal);
+      // The stream may have missed events while it was down.
+      void this.loop.trigger(`${rt.name} events reconnect`, signal);
+    }
+  }
+
+  /** fs.watch on the directory: the file may not exist yet, and editors replace files by rename. */
+  private watchFile(path: string, onChange: () => void): void {
+    const name = basename(path);
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(dirname(path), { persistent: false }, (_event, file) => {
+        if (file === null || file.toString() === name) onChange();
+      });
+      watcher.on('error', () => watcher?.close());
+      this.closers.push(() => watcher?.close());
+    } catch (err) {
+      this.opts.logger.debug({ err: err instanceof Error ? err.message : String(err) }, 'cannot watch desired-state file; polling only');
+    }
+  }
+
+  private recordCycleMetrics(s: CycleSummary): void {
+    const m = this.metrics;
+    m.reconcileRuns.inc();
+    m.reconcileDuration.observe(s.durationMs / 1000);
+    for (const r of s.results) {
+      m.steps.inc({ kind: r.step.kind, result: r.ok ? 'ok' : 'error' });
+      if (r.error) m.errors.inc({ code: r.error.code });
+    }
+    for (const [name, h] of s.view.health) m.runtimeUp.set({ runtime: name }, h.up ? 1 : 0);
+    m.workloads.reset();
+    for (const r of Object.values(this.store.data.records)) m.workloads.inc({ type: r.type, phase: r.phase });
+  }
+
+  private async readiness() {
+    const view = this.loop.lastCycle?.view;
+    const checks: Record<string, { ok: boolean; reason: string }> = {
+      store: { ok: this.store.writable, reason: this.store.writable ? 'writable' : 'last write failed' },
+    };
+    for (const rt of this.runtimes) {
+      const h = view?.health.get(rt.name);
+      checks[rt.name] = h ? { ok: h.up, reason: h.up ? 'up' : h.reason } : { ok: false, reason: 'not observed yet' };
+    }
+    const last = this.store.data.sync.lastSuccessAt;
+    const maxAgeMs = 3 * this.opts.config.source.pollIntervalSeconds * 1000 + this.opts.config.source.longPollSeconds * 1000;
+    const fresh = last !== null && Date.now() - Date.parse(last) <= maxAgeMs;
+    checks.source = { ok: fresh, reason: last ? `last successful pull at ${last}` : 'no successful pull yet' };
+    return checks;
+  }
+
+  private buildReport(seq: number) {
+    const view = this.loop.lastCycle?.view;
+    const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
+    for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
+    if (!this.opts.config.docker.enabled) runtimes.docker = 'down: disabled by config';
+    runtimes.libvirt ??= this.opts.config.libvirt.enabled ? 'down: libvirt runtime not available in this agent version' : 'down: disabled by config';
+    const capacity = view?.health.get('docker')?.capacity;
+    return buildStatusReport({
+      nodeId: this.nodeId,
+      seq,
+      agentVersion: AGENT_VERSION,
+      hostname: hostname(),
+      data: this.store.data,
+      runtimes,
+      ...(capacity ? { capacity } : {}),
+      now: new Date(),
+    });
+  }
+
+  /** SIGTERM path: stop triggers, let the running step finish (bounded), send a last report, flush the store. */
+  async stop(timeoutMs = 20_000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.abort.abort();
+    if (this.loop) {
+      // The running step gets half the budget to finish; its timer must not outlive the wait.
+      const giveUp = new AbortController();
+      await Promise.race([this.loop.idle(), sleep(timeoutMs / 2, giveUp.signal)]);
+      giveUp.abort();
+    }
+    if (this.reporter) await this.reporter.flush(AbortSignal.timeout(Math.min(5000, timeoutMs / 4))).catch(() => undefined);
+    for (const close of this.closers.reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        this.opts.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'error during shutdown');
+      }
+    }
+  }
+}

@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { resolveNodeIdReadOnly } from '../identity/node-id.js';
+import { silentLogger } from '../log.js';
+import { observeRuntimes } from '../reconcile/loop.js';
+import { plan } from '../reconcile/planner.js';
+import { DockerRuntime } from '../runtimes/docker/docker-runtime.js';
+import type { Runtime } from '../runtimes/runtime.js';
+import { formatIssues, validateDesiredState } from '../spec/validate.js';
+import type { StoreData } from '../store/types.js';
+import { parseArgs, UsageError } from './args.js';
+import { configFromArgs } from './config-args.js';
+
+const HELP = `Usage: persys-agent plan --desired FILE [--config FILE] [--json]
+
+Prints what the agent would do now with FILE as its desired state, and why. Reads the
+agent's store and asks the runtimes what exists; changes nothing.
+`;
+
+/** Reads the store without opening it for writing: plan must change nothing, not even move a corrupt file. */
+async function readStoreReadOnly(stateDir: string): Promise<StoreData['records']> {
+  try {
+    const data = JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as Partial<StoreData>;
+    return data.records ?? {};
+  } catch {
+    return {};
+  }
+}
+
+export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<number> {
+  const args = parseArgs(argv, ['config', 'desired']);
+  if (args.options.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  const desiredPath = args.options.desired ?? args.positionals[0];
+  if (typeof desiredPath !== 'string') throw new UsageError('--desired FILE is required');
+  const config = configFromArgs(args, io.stderr);
+  if (!config) return 2;
+
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(desiredPath, 'utf8'));
+  } catch (err) {
+    io.stderr.write(`${desiredPath}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+  const v = validateDesiredState(raw);
+  if (!v.ok) {
+    io.stderr.write(`${desiredPath}: invalid desired state:\n${formatIssues(v.issues)}\n`);
+    return 1;
+  }
+  const stateDir = resolve(config.stateDir);
+  const { nodeId } = await resolveNodeIdReadOnly({ ...(config.nodeId ? { override: config.nodeId } : {}), stateDir });
+  const runtimes: Runtime[] = [];
+  if (config.docker.enabled) {
+    runtimes.push(new DockerRuntime({ socketPath: config.docker.socketPath, nodeId, namePrefix: config.docker.namePrefix, logger: silentLogger() }));
+  }
+  const view = await observeRuntimes(runtimes, AbortSignal.timeout(30_000));
+  for (const rt of runtimes) await rt.close?.();
+  const records = await readStoreReadOnly(stateDir);
+  const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, now: new Date() });
+
+  const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
+  if (args.options.json) {
+    const steps = p.steps.map((s) => ({ kind: s.kind, workloadId: s.workloadId, reason: s.reason, ...(s.until ? { until: s.until } : {}) }));
+    io.stdout.write(
+      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
+    );
+    return 0;
+  }
+  const out: string[] = [`Plan for node ${nodeId} (generation ${v.value.generation}, ${v.value.workloads.length} workloads)`];
+  if (nodeWarning) out.push(`warning: ${nodeWarning}; the agent would reject it`);
+  for (const [name, s] of Object.entries(view.status)) out.push(`runtime ${name}: ${s}`);
+  const width = Math.max(8, ...p.steps.map((s) => s.workloadId.length));
+  for (const s of p.steps) out.push(`  ${s.kind.padEnd(9)} ${s.workloadId.padEnd(width)}  ${s.reason}`);
+  for (const u of p.unavailable) out.push(`  ${'blocked'.padEnd(9)} ${u.workloadId.padEnd(width)}  RUNTIME_UNAVAILABLE: ${u.reason}`);
+  const counts = new Map<string, number>();
+  for (const s of p.steps) counts.set(s.kind, (counts.get(s.kind) ?? 0) + 1);
+  const summary = [...counts].filter(([k]) => k !== 'noop').map(([k, n]) => `${n} ${k}`);
+  out.push(summary.length ? `${summary.join(', ')}; ${counts.get('noop') ?? 0} unchanged` : 'Nothing to do.');
+  io.stdout.write(out.join('\n') + '\n');
+  return 0;
+}

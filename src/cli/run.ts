@@ -1,0 +1,46 @@
+import { Agent } from '../agent.js';
+import { createLogger } from '../log.js';
+import { parseArgs } from './args.js';
+import { configFromArgs } from './config-args.js';
+
+const HELP = `Usage: persys-agent run [--config FILE] [--desired FILE] [--<config.key>=VALUE ...]
+
+Runs the agent. Without a config it runs on embedded defaults: desired state from
+--desired (default ./desired-state.json, watched; while it is absent nothing is managed
+and nothing removed), state in ./.persys-agent/, metrics on 127.0.0.1:9464.
+Every config key can also be set as PERSYS_<UPPER_SNAKE> or as a flag (--source.url=...).
+`;
+
+export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<number> {
+  const args = parseArgs(argv, ['config', 'desired']);
+  if (args.options.help) {
+    io.stdout.write(HELP);
+    return 0;
+  }
+  const config = configFromArgs(args, io.stderr);
+  if (!config) return 2;
+  const logger = createLogger(config.logLevel);
+  const desiredPath = typeof args.options.desired === 'string' ? args.options.desired : './desired-state.json';
+  const agent = await Agent.start({ config, desiredPath, logger });
+
+  return await new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn({ signal: sig }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      stopping = true;
+      logger.info({ signal: sig }, 'shutting down');
+      agent.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err: err instanceof Error ? err.message : String(err) }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}
