@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TESTBEDS=(
   "docker.sh docker"
   # "libvirt.sh libvirt"
-  # "prometheus.sh prometheus,pushgateway"
+  "prometheus.sh prometheus,pushgateway"
   # "nginx.sh nginx"
 )
 
