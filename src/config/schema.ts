@@ -83,6 +83,10 @@ export const configSchema = v.strictObject({
     v.optional(
       v.strictObject({
         listen: v.pipe(v.optional(listen('metrics.listen'), '127.0.0.1:9464'), d('Address of /metrics, /healthz, /readyz; "off" disables.')),
+        statsIntervalSeconds: v.pipe(
+          v.optional(seconds('metrics.statsIntervalSeconds', 1, 3600), 15),
+          d('How often per-workload usage (CPU, memory, network, block I/O, restarts) is read from the engines; scrapes read the cached values.'),
+        ),
         push: v.pipe(
           v.optional(
             v.strictObject({
