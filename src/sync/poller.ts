@@ -6,8 +6,8 @@
  */
 import { SourceError } from '../errors/index.js';
 import type { Logger } from '../log.js';
-import { backoffDelayMs, delayWithRetryAfter, jitter, sleep, type BackoffPolicy } from '../util/backoff.js';
-import { linkSignals } from './http-client.js';
+import { backoffDelayMs, delayWithRetryAfter, jitter, type BackoffPolicy } from '../util/backoff.js';
+import { WakeableSleep } from '../util/wakeable-sleep.js';
 import type { PullOptions, PullResult } from './source.js';
 
 export type PollOutcome = PullResult | SourceError;
@@ -55,7 +55,7 @@ export class SourcePoller {
   readonly #policy: BackoffPolicy;
   readonly #random: () => number;
   #failures = 0;
-  #wake: AbortController | null = null;
+  readonly #sleeper = new WakeableSleep();
   #triggered = false;
   #running: Promise<void> | null = null;
   #lastOutcomeAt: Date | null = null;
@@ -83,7 +83,7 @@ export class SourcePoller {
    */
   triggerNow(): void {
     this.#triggered = true;
-    this.#wake?.abort();
+    this.#sleeper.wake();
   }
 
   /** Loops until `signal` aborts; resolves then (never rejects). Calling it twice returns the same run. */
@@ -144,19 +144,8 @@ export class SourcePoller {
         delayMs = jitter(this.#opts.pollIntervalSeconds * 1000, 0.1, this.#random);
       }
       if (this.#triggered || delayMs === 0) continue;
-      await this.#sleep(delayMs, signal);
+      await this.#sleeper.sleep(delayMs, signal);
     }
   }
 
-  async #sleep(ms: number, signal: AbortSignal): Promise<void> {
-    const wake = new AbortController();
-    this.#wake = wake;
-    const linked = linkSignals([signal, wake.signal]);
-    try {
-      await sleep(ms, linked.signal);
-    } finally {
-      linked.dispose();
-      this.#wake = null;
-    }
-  }
 }

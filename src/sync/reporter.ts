@@ -12,7 +12,8 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import type { StatusReport } from '../spec/status-report.js';
-import { backoffDelayMs, delayWithRetryAfter, parseRetryAfter, sleep, type BackoffPolicy } from '../util/backoff.js';
+import { backoffDelayMs, delayWithRetryAfter, parseRetryAfter, type BackoffPolicy } from '../util/backoff.js';
+import { WakeableSleep } from '../util/wakeable-sleep.js';
 import {
   checkUrlAllowed,
   describeNetworkError,
@@ -83,7 +84,7 @@ export class StatusReporter {
   #retryAt: number | null = null;
   #lastAttemptAt: number | null = null;
   #failures = 0;
-  #wake: AbortController | null = null;
+  readonly #sleeper = new WakeableSleep();
   /** Serialises sends (loop and flush) so seqs reach the server in order. */
   #sendChain: Promise<unknown> = Promise.resolve();
   #running: Promise<void> | null = null;
@@ -118,7 +119,7 @@ export class StatusReporter {
   markDirty(): void {
     if (this.#dirtySince === null) {
       this.#dirtySince = Date.now();
-      this.#wake?.abort();
+      this.#sleeper.wake();
     }
   }
 
@@ -150,7 +151,7 @@ export class StatusReporter {
       const now = Date.now();
       const due = this.#nextDueAt();
       if (now < due) {
-        await this.#sleep(due - now, signal);
+        await this.#sleeper.sleep(due - now, signal);
         continue; // woken or slept: recompute, markDirty may have moved the due time
       }
       await this.#serialised(() => this.#attempt(signal));
@@ -253,17 +254,6 @@ export class StatusReporter {
     }
   }
 
-  async #sleep(ms: number, signal: AbortSignal): Promise<void> {
-    const wake = new AbortController();
-    this.#wake = wake;
-    const linked = linkSignals([signal, wake.signal]);
-    try {
-      await sleep(ms, linked.signal);
-    } finally {
-      linked.dispose();
-      this.#wake = null;
-    }
-  }
 }
 
 /**
