@@ -8,8 +8,12 @@ import type { Config } from './config/schema.js';
 import { SourceError } from './errors/index.js';
 import { resolveNodeId } from './identity/node-id.js';
 import type { Logger } from './log.js';
+import { HostCollector } from './metrics/host.js';
+import { MetricsPusher } from './metrics/push.js';
+import { computeReadiness } from './metrics/readiness.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics/registry.js';
 import { startMetricsServer } from './metrics/server.js';
+import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-stats.js';
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { DockerRuntime } from './runtimes/docker/docker-runtime.js';
@@ -44,6 +48,9 @@ export class Agent {
   private store!: Store;
   private runtimes: Runtime[] = [];
   private metrics!: AgentMetrics;
+  /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
+  private readonly health = new RuntimeHealthBoard();
+  private stats: WorkloadStatsCollector | undefined;
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
@@ -85,7 +92,28 @@ export class Agent {
       for (const rt of this.runtimes) await rt.close?.();
     });
 
-    this.metrics = createAgentMetrics({ nodeId: this.nodeId, version: AGENT_VERSION });
+    this.stats = new WorkloadStatsCollector({ runtimes: this.runtimes, intervalSeconds: config.metrics.statsIntervalSeconds, health: this.health, logger });
+    this.metrics = createAgentMetrics(
+      { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname() },
+      {
+        lastPullSuccessAt: () => this.store.data.sync.lastSuccessAt,
+        desiredGeneration: () => this.store.data.desired?.document.generation ?? null,
+        workloadPhases: () => Object.values(this.store.data.records),
+        store: () => this.store,
+        statusReports: () => this.reporter?.sends ?? { ok: 0, error: 0 },
+        runtimeHealth: () => this.health.all(),
+        workloadUsage: () => this.stats?.usage() ?? [],
+        workloadStatsCollections: () => this.stats?.counts ?? [],
+        host: new HostCollector({
+          filesystems: () => {
+            const fs = [{ purpose: 'state', path: stateDir }];
+            const dockerRoot = this.health.get('docker')?.dataRoot;
+            if (dockerRoot) fs.push({ purpose: 'docker', path: dockerRoot });
+            return fs;
+          },
+        }),
+      },
+    );
     const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
     const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty });
@@ -128,7 +156,16 @@ export class Agent {
       timeoutMs: config.source.timeoutSeconds * 1000,
     });
     const poller = new SourcePoller({
-      source,
+      source: {
+        pull: async (o) => {
+          const end = this.metrics.pullDuration.startTimer();
+          try {
+            return await source.pull(o);
+          } finally {
+            end();
+          }
+        },
+      },
       nodeId: this.nodeId,
       pollIntervalSeconds: config.source.pollIntervalSeconds,
       longPollSeconds: config.source.longPollSeconds,
@@ -147,6 +184,20 @@ export class Agent {
       this.metricsPort = srv.port;
       this.closers.push(() => srv.close());
       logger.debug({ listen: config.metrics.listen, port: srv.port }, 'metrics listening');
+    }
+    void this.stats.start(signal);
+    if (config.metrics.push.url) {
+      const pusher = new MetricsPusher({
+        url: config.metrics.push.url,
+        nodeId: this.nodeId,
+        registry: this.metrics.registry,
+        intervalSeconds: config.metrics.push.intervalSeconds,
+        deleteOnShutdown: config.metrics.push.deleteOnShutdown,
+        logger,
+        onResult: (ok) => this.metrics.pushes.inc({ result: ok ? 'ok' : 'error' }),
+      });
+      void pusher.start(signal);
+      this.closers.push(() => pusher.stop());
     }
 
     this.reporter.start(signal);
@@ -167,6 +218,7 @@ export class Agent {
     const now = new Date().toISOString();
     if (r instanceof SourceError) {
       this.metrics.pulls.inc({ result: 'error' });
+      this.metrics.errors.inc({ code: r.code });
       const prev = this.store.data.sync.lastError;
       this.store.setSync({ lastPullAt: now, lastError: { code: r.code, message: r.message, at: now } });
       if (!prev || prev.message !== r.message) {
@@ -235,25 +287,26 @@ export class Agent {
       m.steps.inc({ kind: r.step.kind, result: r.ok ? 'ok' : 'error' });
       if (r.error) m.errors.inc({ code: r.error.code });
     }
-    for (const [name, h] of s.view.health) m.runtimeUp.set({ runtime: name }, h.up ? 1 : 0);
-    m.workloads.reset();
-    for (const r of Object.values(this.store.data.records)) m.workloads.inc({ type: r.type, phase: r.phase });
+    const observedAt = Date.now() - s.durationMs;
+    for (const [name, h] of s.view.health) this.health.update(name, h, observedAt);
   }
 
-  private async readiness() {
-    const view = this.loop.lastCycle?.view;
-    const checks: Record<string, { ok: boolean; reason: string }> = {
-      store: { ok: this.store.writable, reason: this.store.writable ? 'writable' : 'last write failed' },
-    };
-    for (const rt of this.runtimes) {
-      const h = view?.health.get(rt.name);
-      checks[rt.name] = h ? { ok: h.up, reason: h.up ? 'up' : h.reason } : { ok: false, reason: 'not observed yet' };
-    }
-    const last = this.store.data.sync.lastSuccessAt;
-    const maxAgeMs = 3 * this.opts.config.source.pollIntervalSeconds * 1000 + this.opts.config.source.longPollSeconds * 1000;
-    const fresh = last !== null && Date.now() - Date.parse(last) <= maxAgeMs;
-    checks.source = { ok: fresh, reason: last ? `last successful pull at ${last}` : 'no successful pull yet' };
-    return checks;
+  private readiness() {
+    const { config } = this.opts;
+    const present = new Set(this.runtimes.map((rt) => rt.name));
+    const absent = (['docker', 'libvirt'] as const)
+      .filter((n) => !present.has(n))
+      .map((name) => ({ name, reason: config[name].enabled ? `no ${name} runtime in this agent version` : 'disabled by config' }));
+    return computeReadiness({
+      now: Date.now(),
+      store: { writable: this.store.writable },
+      runtimes: this.runtimes.map((rt) => ({ name: rt.name, health: this.health.get(rt.name) })),
+      absentRuntimes: absent,
+      lastPullSuccessAt: this.store.data.sync.lastSuccessAt,
+      lastPullError: this.store.data.sync.lastError,
+      pollIntervalSeconds: config.source.pollIntervalSeconds,
+      longPollSeconds: config.source.longPollSeconds,
+    });
   }
 
   private buildReport(seq: number) {

@@ -10,6 +10,28 @@ export interface RuntimeHealth {
   version?: string;
   /** Capacity facts (e.g. ncpu, memoryBytes) when the engine tells them. */
   capacity?: Record<string, number>;
+  /** Where the engine keeps its data (Docker's DockerRootDir), for filesystem metrics. */
+  dataRoot?: string;
+}
+
+/**
+ * Resource usage of one workload, as the engine counts it (Docker stats, libvirt domstats).
+ * Counters are cumulative since the engine object was created (they restart with a recreate);
+ * a field the engine does not report is left out.
+ */
+export interface WorkloadUsage {
+  workloadId: string;
+  type: WorkloadType;
+  runtimeId: string;
+  cpuSeconds?: number;
+  /** Memory in use now, bytes (working set: page cache that can be dropped is not counted). */
+  memoryBytes?: number;
+  networkReceiveBytes?: number;
+  networkTransmitBytes?: number;
+  blockReadBytes?: number;
+  blockWriteBytes?: number;
+  /** Restarts done by the engine (restart policy). */
+  restarts?: number;
 }
 
 /** What a runtime sees of one workload we own. Built from labels / domain metadata, one engine call for all. */
@@ -71,6 +93,11 @@ export interface Runtime {
   inspect(observed: ObservedWorkload, signal?: AbortSignal): Promise<ObservedWorkload | undefined>;
   /** Last lines of output, bounded in bytes (for crash evidence). */
   logTail?(observed: ObservedWorkload, lines: number, signal?: AbortSignal): Promise<string[]>;
+  /**
+   * Usage of every workload we own, for metrics. Called on its own interval (metrics.statsIntervalSeconds),
+   * never from a scrape; the runtime bounds its own concurrency of engine calls.
+   */
+  usage?(signal?: AbortSignal): Promise<WorkloadUsage[]>;
   /** Streams events for our workloads until the signal aborts; reconnects are the caller's job. */
   events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void>;
   close?(): Promise<void>;

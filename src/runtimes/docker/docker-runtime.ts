@@ -14,9 +14,11 @@ import {
   type Runtime,
   type RuntimeEvent,
   type RuntimeHealth,
+  type WorkloadUsage,
 } from '../runtime.js';
 import { containerName, toCreateOptions } from './container-config.js';
 import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
+import { mapLimit, usageFromDockerStats } from './usage.js';
 
 export interface DockerRuntimeOptions {
   /** Unix socket of the Docker Engine, e.g. /var/run/docker.sock. */
@@ -37,6 +39,8 @@ const LOG_TAIL_MAX_LINES = 1_000;
 /** An event line longer than this is not an event; drop it rather than grow without bound. */
 const EVENT_LINE_MAX_BYTES = 1024 * 1024;
 const EVENT_ACTIONS = ['die', 'oom', 'destroy', 'start', 'stop', 'kill'];
+/** usage(): engine calls in flight at once, so 200 containers never mean 400 requests at the daemon together. */
+const USAGE_CONCURRENCY = 4;
 
 /**
  * dockerode 5 accepts `{ abortSignal }` on ping/version/info, but @types/dockerode 4 declares them without
@@ -49,6 +53,11 @@ interface SystemApi {
   ping(opts: SignalOptions): Promise<unknown>;
   version(opts: SignalOptions): Promise<Dockerode.DockerVersion>;
   info(opts: SignalOptions): Promise<unknown>;
+}
+
+/** Container.stats with the abortSignal dockerode 5 honours but @types/dockerode 4 does not declare. */
+interface StatsApi {
+  stats(opts: { stream: false; 'one-shot': boolean; abortSignal: AbortSignal }): Promise<unknown>;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -249,11 +258,13 @@ export class DockerRuntime implements Runtime {
         if (typeof info.NCPU === 'number') capacity.cpus = info.NCPU;
         if (typeof info.MemTotal === 'number') capacity.memoryBytes = info.MemTotal;
       }
+      const dataRoot = isRecord(info) && typeof info.DockerRootDir === 'string' ? info.DockerRootDir : undefined;
       return {
         up: true,
         reason: `docker ${version.Version} (API ${version.ApiVersion}) on ${this.socketPath}`,
         version: version.Version,
         capacity,
+        ...(dataRoot ? { dataRoot } : {}),
       };
     } catch (err) {
       const e = translateDockerError(err, 'inspect');
@@ -299,6 +310,47 @@ export class DockerRuntime implements Runtime {
       out.push(o);
     }
     return out;
+  }
+
+  /**
+   * Usage of our containers: one list call, then per container an inspect (restart count) and, when
+   * running, a one-shot stats read (`stream=false&one-shot=true`: no second sample, no 1 s wait), at
+   * most USAGE_CONCURRENCY at a time. A container that vanishes or fails on the way is left out.
+   */
+  async usage(signal?: AbortSignal): Promise<WorkloadUsage[]> {
+    const s = withTimeout(signal, OBSERVE_TIMEOUT_MS);
+    const list = await this.call('list', () =>
+      this.docker.listContainers({
+        all: true,
+        filters: { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`] },
+        abortSignal: s,
+      }),
+    );
+    const ours = list.filter((c) => {
+      const type = c.Labels?.[LABELS.type];
+      return (type === undefined || type === 'container') && (c.Labels?.[LABELS.workloadId] ?? '') !== '';
+    });
+    const results = await mapLimit(ours, USAGE_CONCURRENCY, async (c): Promise<WorkloadUsage | undefined> => {
+      const container = this.docker.getContainer(c.Id);
+      try {
+        const [info, stats] = await Promise.all([
+          container.inspect({ abortSignal: s }),
+          c.State === 'running' ? (container as unknown as StatsApi).stats({ stream: false, 'one-shot': true, abortSignal: s }) : undefined,
+        ]);
+        return {
+          workloadId: c.Labels[LABELS.workloadId] as string,
+          type: 'container',
+          runtimeId: c.Id,
+          ...(stats === undefined ? {} : usageFromDockerStats(stats)),
+          restarts: info.RestartCount,
+        };
+      } catch (err) {
+        if (s.aborted) throw translateDockerError(err, 'inspect');
+        this.logger.debug({ containerId: c.Id.slice(0, 12), err: dockerErrorMessage(err) }, 'no usage for container');
+        return undefined;
+      }
+    });
+    return results.filter((u): u is WorkloadUsage => u !== undefined);
   }
 
   /** `{ present: true }`, or the engine's exact "No such image" message. */
