@@ -62,6 +62,10 @@ export const configSchema = v.strictObject({
       v.strictObject({
         intervalSeconds: v.pipe(v.optional(seconds('reconcile.intervalSeconds', 1, 86400), 30), d('Periodic reconcile (drift repair).')),
         concurrency: v.pipe(v.optional(int('reconcile.concurrency', 1, 64), 4), d('Steps in flight at once.')),
+        stuckSeconds: v.pipe(
+          v.optional(seconds('reconcile.stuckSeconds', 1, 86400), 300),
+          d('A step still in a transitional phase (Pulling, Creating, Starting, Removing) after this long is stuck: it is aborted and recovered (stop, start again), else removed and marked Failed (STUCK).'),
+        ),
       }),
       {},
     ),

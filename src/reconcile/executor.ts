@@ -6,6 +6,8 @@ import type { Workload, WorkloadType } from '../spec/desired-state.js';
 import type { Store } from '../store/store.js';
 import type { WorkloadRecord } from '../store/types.js';
 import { canonicalSpec } from './canonical.js';
+import { sleep } from '../util/backoff.js';
+import { canTransition } from './phases.js';
 import {
   newRecord,
   phaseFromObserved,
@@ -19,6 +21,20 @@ import {
 } from './records.js';
 import type { Step, StepKind } from './steps.js';
 
+/**
+ * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
+ *   PERSYS_TEST_PAUSE_AFTER_CREATE_MS  pause between a container's create and its start, so a test can
+ *                                      SIGKILL the agent there (or let the stuck watchdog fire)
+ *   PERSYS_TEST_BACKOFF_RANDOM         a fixed jitter factor in [0, 1] instead of Math.random, so a
+ *                                      test knows when the next attempt is due
+ */
+function envNumber(name: string): number | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = Number(raw);
+  return Number.isFinite(n) ? n : undefined;
+}
+
 export interface ExecutorDeps {
   nodeId: string;
   runtimes: ReadonlyMap<WorkloadType, Runtime>;
@@ -29,6 +45,8 @@ export interface ExecutorDeps {
   random?: () => number;
   /** Called after every record change so the reporter can send a fresh snapshot. */
   onRecordChange?: () => void;
+  /** Pause between create and start (tests only; default from PERSYS_TEST_PAUSE_AFTER_CREATE_MS). */
+  pauseAfterCreateMs?: number;
 }
 
 export interface StepResult {
@@ -40,8 +58,10 @@ export interface StepResult {
 
 interface StepContext {
   deps: ExecutorDeps;
+  /** The step's signal: the agent's, plus the stuck watchdog's. */
   signal: AbortSignal;
   now: () => Date;
+  pauseAfterCreateMs: number;
 }
 
 type StepExecutor = (step: Step, ctx: StepContext) => Promise<void>;
@@ -70,7 +90,20 @@ function recordOf(ctx: StepContext, step: Step): WorkloadRecord {
   throw new WorkloadError('INTERNAL', `no record and no workload for ${step.workloadId}`);
 }
 
+function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  const err = new Error('The operation was aborted');
+  err.name = 'AbortError';
+  return err;
+}
+
+/**
+ * A step whose signal fired (shutdown, or the stuck watchdog took the workload over) writes no more:
+ * an engine call that ignored the abort must not overwrite what the recovery decided.
+ */
 function save(ctx: StepContext, r: WorkloadRecord): void {
+  if (ctx.signal.aborted) throw abortReason(ctx.signal);
   ctx.deps.store.setRecord(r);
   ctx.deps.onRecordChange?.();
 }
@@ -94,12 +127,23 @@ async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord
     rec = withPhase(rec, p, '', ctx.now());
     save(ctx, rec);
   };
-  const actx = applyContext(ctx, specHash, phase);
+  // A runtime's progress report is advisory: one that goes backwards (create pulls again because the
+  // image vanished since prepare) is not a phase change.
+  const progress = (p: 'Pulling' | 'Creating' | 'Starting') => {
+    if (canTransition(rec.phase, p)) phase(p);
+  };
+  const actx = applyContext(ctx, specHash, progress);
   phase('Pulling');
   await rt.prepare(w, actx);
   phase('Creating');
   const created = await rt.create(w, actx);
   rec = { ...withObserved(rec, created), specHash, lastAttemptHash: specHash, appliedSpec: canonicalSpec(w) };
+  save(ctx, rec);
+  if (ctx.pauseAfterCreateMs > 0) {
+    ctx.deps.logger.warn({ workloadId: w.id, runtimeId: created.runtimeId, pauseMs: ctx.pauseAfterCreateMs }, 'test hook: pausing between create and start');
+    await sleep(ctx.pauseAfterCreateMs, ctx.signal);
+    if (ctx.signal.aborted) throw abortReason(ctx.signal);
+  }
   if ((w.desiredState ?? 'running') === 'running') {
     phase('Starting');
     try {
@@ -182,6 +226,13 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
     if (orphan) {
       ctx.deps.store.deleteRecord(step.workloadId);
       ctx.deps.onRecordChange?.();
+      return;
+    }
+    // A desired workload keeps its record (and, when it failed terminally, its phase and error);
+    // only the engine facts of the object that went are dropped.
+    const rec = ctx.deps.store.getRecord(step.workloadId);
+    if (rec && rec.runtimeId === o.runtimeId) {
+      save(ctx, { ...rec, runtimeId: undefined, actualState: 'missing', message: rec.retry.gaveUp ? rec.message : step.reason, updatedAt: ctx.now().toISOString() });
     }
   },
 
@@ -190,7 +241,7 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
     const o = requireObserved(step);
     let rec = syncDesired(recordOf(ctx, step), w, specHash);
     rec = { ...withObserved(rec, o), specHash, appliedSpec: canonicalSpec(w) };
-    const settled = phaseFromObserved(o, w.desiredState ?? 'running');
+    const settled = phaseFromObserved(o, w.desiredState ?? 'running', ctx.now());
     save(ctx, withSuccess({ ...rec, actualState: settled.actual }, settled.phase, settled.message, ctx.now()));
   },
 
@@ -204,11 +255,55 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
   },
 };
 
+/** Steps whose object the stuck watchdog may stop and start again. */
+const APPLYING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start']);
+
+/** The stuck watchdog's signal reason: tells a stuck step from a shutdown. */
+class StuckAbort extends Error {
+  constructor(readonly seconds: number) {
+    super(`no progress for ${seconds} s`);
+    this.name = 'StuckAbort';
+  }
+}
+
+/** Settles with `p`, or rejects as soon as `signal` aborts; `p` may go on alone (its writes are refused). */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(abortReason(signal));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => {
+      p.catch(() => undefined);
+      reject(abortReason(signal));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
 /** Runs a plan's steps: frees before it claims, bounded concurrency, one step per workload at a time. */
 export class Executor {
   private readonly now: () => Date;
+  private readonly random: (() => number) | undefined;
+  private readonly pauseAfterCreateMs: number;
+  /** Workloads with a step in flight, and since when (for status and the stuck watchdog). */
+  readonly inFlight = new Map<string, { kind: StepKind; since: number }>();
+
   constructor(private readonly deps: ExecutorDeps) {
     this.now = deps.now ?? (() => new Date());
+    const fixed = envNumber('PERSYS_TEST_BACKOFF_RANDOM');
+    this.random = deps.random ?? (fixed !== undefined ? () => Math.min(1, Math.max(0, fixed)) : undefined);
+    this.pauseAfterCreateMs = deps.pauseAfterCreateMs ?? envNumber('PERSYS_TEST_PAUSE_AFTER_CREATE_MS') ?? 0;
   }
 
   async execute(steps: readonly Step[], signal: AbortSignal): Promise<StepResult[]> {
@@ -245,31 +340,120 @@ export class Executor {
     return results;
   }
 
+  /**
+   * Runs one step under the stuck watchdog: a step still going after reconcile.stuckSeconds is
+   * aborted and handed to recoverStuck(). The race means an engine call that ignores its signal
+   * cannot hold the workload (or the cycle) hostage; it can no longer write the record either.
+   */
   private async runStep(step: Step, signal: AbortSignal): Promise<StepResult> {
-    const ctx: StepContext = { deps: this.deps, signal, now: this.now };
+    const stuckSeconds = this.deps.config.reconcile.stuckSeconds;
+    const watchdog = new AbortController();
+    const timer = setTimeout(() => watchdog.abort(new StuckAbort(stuckSeconds)), stuckSeconds * 1000);
+    const stepSignal = AbortSignal.any([signal, watchdog.signal]);
+    const ctx: StepContext = { deps: this.deps, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs };
     const started = performance.now();
+    this.inFlight.set(step.workloadId, { kind: step.kind, since: Date.now() });
     try {
-      await EXECUTORS[step.kind](step, ctx);
+      await raceAbort(EXECUTORS[step.kind](step, ctx), stepSignal);
       if (MUTATING.has(step.kind)) {
         this.deps.logger.debug({ workloadId: step.workloadId, step: step.kind, reason: step.reason }, `${step.kind} ${step.workloadId}: ${step.reason}`);
       }
       return { step, ok: true, durationMs: performance.now() - started };
     } catch (raw) {
+      if (watchdog.signal.aborted && !signal.aborted) {
+        const err = await this.recoverStuck(step, stuckSeconds, signal);
+        return err ? { step, ok: false, error: err, durationMs: performance.now() - started } : { step, ok: true, durationMs: performance.now() - started };
+      }
       const err = toWorkloadError(raw);
       this.recordFailure(step, err);
       return { step, ok: false, error: err, durationMs: performance.now() - started };
+    } finally {
+      clearTimeout(timer);
+      this.inFlight.delete(step.workloadId);
+    }
+  }
+
+  /**
+   * A step made no progress for stuckSeconds. An apply whose container exists is recovered by a
+   * stop and a start; if that fails, the container is removed and the workload is Failed (STUCK,
+   * terminal: it waits for a retry request, retryToken or revision). Without a container of its own
+   * there is nothing to restart: the attempt counts as a transient STUCK failure and backs off.
+   * Returns the error that was recorded, or undefined when the recovery brought it up.
+   */
+  private async recoverStuck(step: Step, seconds: number, signal: AbortSignal): Promise<WorkloadError | undefined> {
+    const { logger, store } = this.deps;
+    const w = step.workload;
+    const stuckIn = store.getRecord(step.workloadId)?.phase ?? 'Pending';
+    const what = `stuck in ${stuckIn} for ${seconds} s during ${step.kind}`;
+    logger.warn({ workloadId: step.workloadId, step: step.kind, phase: stuckIn, seconds }, `${step.workloadId} ${what}; recovering`);
+    const rt = w ? this.deps.runtimes.get(w.type) : undefined;
+    if (!w || !step.specHash || !rt || !APPLYING.has(step.kind)) {
+      const err = new WorkloadError('STUCK', `${what}; the step was abandoned`);
+      this.recordFailure(step, err);
+      return err;
+    }
+    const budget = AbortSignal.any([signal, AbortSignal.timeout(Math.min(seconds, 60) * 1000)]);
+    let own: ObservedWorkload[] = [];
+    try {
+      own = (await rt.observe(budget)).filter((o) => o.workloadId === w.id && o.type === w.type && o.specHash === step.specHash);
+    } catch (err) {
+      logger.warn({ workloadId: w.id, err: toWorkloadError(err).message }, 'stuck recovery could not observe the engine');
+    }
+    const target = own[0];
+    if (!target) {
+      const err = new WorkloadError('STUCK', `${what}; nothing was created yet, so the apply starts again after a backoff`);
+      this.recordFailure(step, err);
+      return err;
+    }
+    const timeout = w.type === 'container' ? (w.spec.stopTimeoutSeconds ?? 10) : undefined;
+    try {
+      let rec = syncDesired(store.getRecord(w.id) ?? newRecord(w, this.now()), w, step.specHash);
+      if (!canTransition(rec.phase, 'Starting')) rec = withPhase(rec, 'Pending', what, this.now());
+      rec = withPhase(rec, 'Starting', `${what}; stopping and starting it again`, this.now());
+      store.setRecord(rec);
+      await rt.stop(target, budget, timeout);
+      if ((w.desiredState ?? 'running') === 'running') await rt.start(target, budget);
+      const now = await rt.inspect(target, budget);
+      if ((w.desiredState ?? 'running') === 'running' && now?.state !== 'running') {
+        throw new WorkloadError('STUCK', `after the restart the engine reports it ${now?.state ?? 'gone'}`);
+      }
+      const settled = now ? phaseFromObserved(now, w.desiredState ?? 'running', this.now()) : { phase: 'Stopped' as const, actual: 'exited' as const, message: '' };
+      rec = { ...withObserved({ ...rec, specHash: step.specHash, appliedSpec: canonicalSpec(w) }, now ?? target), actualState: settled.actual };
+      store.setRecord(withSuccess(rec, settled.phase, `recovered: ${what}; stopped and started again`, this.now()));
+      this.deps.onRecordChange?.();
+      logger.info({ workloadId: w.id }, `${w.id} recovered after being ${what}`);
+      return undefined;
+    } catch (raw) {
+      const cause = toWorkloadError(raw);
+      for (const o of own) {
+        await rt.remove(o, AbortSignal.timeout(30_000)).catch((e: unknown) => {
+          logger.warn({ workloadId: w.id, err: toWorkloadError(e).message }, 'could not remove a stuck workload');
+        });
+      }
+      const err = new WorkloadError('STUCK', `${what}; recovery (stop, start) failed: ${cause.message}; removed it`, {
+        transient: false,
+        cause,
+        details: { phase: stuckIn, seconds, recoveryError: cause.code },
+      });
+      const base = store.getRecord(w.id);
+      if (base) store.setRecord({ ...base, runtimeId: undefined, actualState: 'missing' });
+      this.recordFailure(step, err);
+      return err;
     }
   }
 
   private recordFailure(step: Step, err: WorkloadError): void {
     const { logger, store } = this.deps;
     const w = step.workload;
-    if (!w || !step.specHash) {
+    // Removing an engine object of a desired workload (type change, cleanup after a terminal
+    // failure) is retried by the next cycle; it is not an attempt at the workload, so it does not
+    // spend the budget or replace the workload's own error.
+    if (!w || !step.specHash || step.kind === 'remove') {
       logger.warn({ workloadId: step.workloadId, step: step.kind, code: err.code, err: err.message }, `${step.kind} ${step.workloadId} failed`);
       return;
     }
     const base = syncDesired(store.getRecord(step.workloadId) ?? newRecord(w, this.now()), w, step.specHash);
-    const rec = withFailure({ ...base, lastAttemptHash: step.specHash }, err, retryBudget(w, this.deps.config.retry), this.now(), this.deps.random);
+    const rec = withFailure({ ...base, lastAttemptHash: step.specHash }, err, retryBudget(w, this.deps.config.retry), this.now(), this.random);
     store.setRecord(rec);
     this.deps.onRecordChange?.();
     const level = rec.retry.gaveUp ? 'error' : 'warn';

@@ -3,7 +3,7 @@ import type { DesiredStateDocument, Workload, WorkloadType } from '../spec/desir
 import type { Phase } from '../spec/status-report.js';
 import type { WorkloadRecord } from '../store/types.js';
 import { canonicalSpec, describeSpecChanges, specHash } from './canonical.js';
-import { retryResetKey } from './records.js';
+import { retryAsked, retryResetKey } from './records.js';
 import { STEP_KINDS, type Step, type StepKind } from './steps.js';
 
 /*
@@ -201,7 +201,8 @@ function intendedStep(w: Workload, record: WorkloadRecord | undefined, o: Observ
     case 'stopped': {
       const code = o.exitCode ?? record?.container?.exitCode;
       const what = `${o.state} (code ${code ?? 'unknown'})`;
-      const stayDown = settledByRestartPolicy(w, record, o, code);
+      // Asked to run again (retry request, new retryToken): the restart policy does not keep it down.
+      const stayDown = retryAsked(record, retryResetKey(w, hash)) ? undefined : settledByRestartPolicy(w, record, o, code);
       if (stayDown) return adoptOr(`${what}; ${stayDown}`);
       return { kind: 'start', ...withObs, reason: `${what}; desired running` };
     }
@@ -252,6 +253,15 @@ function recreateReason(w: Workload, record: WorkloadRecord | undefined, o: Obse
 function gate(step: Step, w: Workload, record: WorkloadRecord | undefined, hash: string, now: Date): Step {
   if (!record || record.retry.resetKey !== retryResetKey(w, hash)) return step;
   const { retry } = record;
+  // A workload that failed terminally keeps its record and error, not its runtime resources.
+  if (retry.gaveUp && step.observed && step.kind !== 'remove') {
+    const { kind: _kind, reason: _reason, until: _until, ...rest } = step;
+    return {
+      ...rest,
+      kind: 'remove',
+      reason: `failed terminally (${record.error?.code ?? 'gave up'}); removing its runtime resources, the record and error stay until the desired state changes`,
+    };
+  }
   if (retry.gaveUp && APPLYING.has(step.kind)) {
     const { kind: _kind, reason: _reason, ...rest } = step;
     return {

@@ -72,6 +72,7 @@ function rec(w: Workload, r: Partial<WorkloadRecord> = {}): WorkloadRecord {
     ...r,
   };
 }
+const CLEANUP = 'failed terminally (gave up); removing its runtime resources, the record and error stay until the desired state changes';
 const gaveUp = (w: Workload, attempts = 5): Partial<WorkloadRecord> => ({
   phase: 'Failed',
   retry: { attempts, nextRetryAt: null, gaveUp: true, resetKey: retryResetKey(w, specHash(w)) },
@@ -153,7 +154,8 @@ function expectedKind(desired: 'running' | 'stopped', om: ObsMode, rm: RecMode, 
   };
   const intended = table[om][desired];
   if (rm === 'none') return intended;
-  if (retry === 'gave-up' && ['create', 'recreate', 'start'].includes(intended)) return 'noop';
+  // A workload that gave up keeps its record, not its engine objects; with none left it waits.
+  if (retry === 'gave-up') return om === 'none' ? 'noop' : 'remove';
   if (retry === 'backoff' && ['create', 'recreate', 'start', 'stop'].includes(intended)) return 'wait';
   return intended;
 }
@@ -359,18 +361,43 @@ describe('planner: duplicates', () => {
   it('duplicates are removed even when the workload gave up', () => {
     const w = cw('web');
     const p = run({ workloads: [w], observed: [obs(w, { runtimeId: 'a', state: 'exited' }), obs(w, { runtimeId: 'b', name: 'b', state: 'exited', createdAt: '2025-06-01T11:00:00Z' })], records: [rec(w, gaveUp(w))] });
-    assert.deepEqual(lines(p), ['remove web: duplicate of b', `noop web: ${GAVE_UP}`]);
+    assert.deepEqual(lines(p), ['remove web: duplicate of b', `remove web: ${CLEANUP}`]);
   });
 });
 
 describe('planner: retry gating', () => {
-  it('gave up: noop with the exact instruction, keeps the engine object', () => {
+  it('gave up: the engine object is removed, the record stays (the step carries the workload)', () => {
     const w = cw('web');
     const o = obs(w, { state: 'exited', exitCode: 1 });
     const s = only(run({ workloads: [w], observed: [o], records: [rec(w, gaveUp(w, 7))] }));
+    assert.equal(s.kind, 'remove');
+    assert.equal(s.reason, CLEANUP);
+    assert.equal(s.observed, o);
+    assert.equal(s.workload, w);
+  });
+
+  it('gave up and nothing left on the engine: noop with the exact instruction', () => {
+    const w = cw('web');
+    const s = only(run({ workloads: [w], records: [rec(w, { ...gaveUp(w, 7), runtimeId: undefined })] }));
     assert.equal(s.kind, 'noop');
     assert.equal(s.reason, 'gave up after 7 attempts (change retryToken or revision, or run persys-agent retry)');
-    assert.equal(s.observed, o);
+  });
+
+  it('a retry request (reset key "requested:...") lifts the gate and restarts a container kept down by restartPolicy no', () => {
+    const w = cw('job', { restartPolicy: 'no' });
+    const o = obs(w, { state: 'exited', exitCode: 1, finishedAt: '2025-06-01T11:00:00Z' });
+    const base = rec(w, { phase: 'Failed' });
+    assert.equal(only(run({ workloads: [w], observed: [o], records: [base] })).kind, 'noop');
+    const asked = rec(w, { phase: 'Pending', retry: { attempts: 0, nextRetryAt: null, gaveUp: false, resetKey: 'requested:2025-06-01T12:00:00.000Z' } });
+    assert.equal(only(run({ workloads: [w], observed: [o], records: [asked] })).kind, 'start');
+  });
+
+  it('a changed retryToken restarts a container kept down by restartPolicy no', () => {
+    const w = cw('job', { restartPolicy: 'no' });
+    const o = obs(w, { state: 'exited', exitCode: 0, finishedAt: '2025-06-01T11:00:00Z' });
+    const r = rec(w, { phase: 'Completed' });
+    const again = { ...w, retryToken: 'again' } as Workload;
+    assert.equal(only(run({ workloads: [again], observed: [o], records: [r] })).kind, 'start');
   });
 
   it('gave up on create: noop, no object', () => {
@@ -404,10 +431,10 @@ describe('planner: retry gating', () => {
     assert.deepEqual([s.kind, s.reason], ['recreate', 'image changed (docker.io/library/nginx:1.26 -> docker.io/library/nginx:1.27)']);
   });
 
-  it('a changed desiredState does not reset the budget, but stopping is never blocked by it', () => {
+  it('a changed desiredState does not reset the budget: the object of a workload that gave up goes', () => {
     const w = cw('web', {}, { desiredState: 'stopped' });
     const s = only(run({ workloads: [w], observed: [obs(w, { state: 'restarting' })], records: [rec(w, gaveUp(w))] }));
-    assert.deepEqual([s.kind, s.reason], ['stop', 'desired stopped, but the container is restarting']);
+    assert.deepEqual([s.kind, s.reason], ['remove', CLEANUP]);
   });
 
   it('backing off: wait until nextRetryAt, naming the step and the last error', () => {
@@ -457,16 +484,12 @@ describe('planner: retry gating', () => {
     assert.equal(s.kind, 'recreate');
   });
 
-  it('nothing to do while gave up: the settled reason wins', () => {
+  it('gave up: even a running object goes (failed terminally means no runtime resources)', () => {
     const w = cw('web');
     const s = only(run({ workloads: [w], observed: [obs(w)], records: [rec(w, gaveUp(w))] }));
-    assert.deepEqual([s.kind, s.reason], ['noop', 'running as desired']);
-  });
-
-  it('adopting is bookkeeping and is not gated', () => {
-    const w = cw('web');
-    const s = only(run({ workloads: [w], observed: [obs(w, { runtimeId: 'new' })], records: [rec(w, gaveUp(w))] }));
-    assert.equal(s.kind, 'adopt');
+    assert.deepEqual([s.kind, s.reason], ['remove', CLEANUP]);
+    const other = only(run({ workloads: [w], observed: [obs(w, { runtimeId: 'new' })], records: [rec(w, gaveUp(w))] }));
+    assert.equal(other.kind, 'remove');
   });
 });
 
