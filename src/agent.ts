@@ -5,6 +5,8 @@ import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Cron } from 'croner';
 import type { Config } from './config/schema.js';
+import { startApiServer } from './api/server.js';
+import { apiSocketPath } from './api/client.js';
 import { SourceError } from './errors/index.js';
 import { resolveNodeId } from './identity/node-id.js';
 import type { Logger } from './log.js';
@@ -200,6 +202,25 @@ export class Agent {
       this.closers.push(() => pusher.stop());
     }
 
+    // The local control API (`persys-agent status`, `retry`): owner-only unix socket in the state dir.
+    const api = await startApiServer(
+      apiSocketPath(stateDir),
+      {
+        status: () => this.buildReport(this.store.data.reporter.seq),
+        retry: async (id) => {
+          const rec = await this.loop.requestRetry(id, signal);
+          return rec ? this.buildReport(this.store.data.reporter.seq).workloads.find((w) => w.id === id) ?? { id } : undefined;
+        },
+        sync: async () => {
+          poller.triggerNow();
+          await this.loop.trigger('sync requested', signal);
+          return { synced: true, observedGeneration: this.store.data.desired?.document.generation ?? null };
+        },
+      },
+      logger,
+    );
+    this.closers.push(() => api.close());
+
     this.reporter.start(signal);
     void poller.run(signal);
     if (sourceUrl.startsWith('file:')) this.watchFile(fileURLToPath(sourceUrl), () => poller.triggerNow());
@@ -251,6 +272,7 @@ export class Agent {
       try {
         await rt.events(signal, (e) => {
           this.opts.logger.debug({ runtime: rt.name, workloadId: e.workloadId, action: e.action }, 'runtime event');
+          this.loop.noteEvent(e);
           void this.loop.trigger(`${rt.name} ${e.action} ${e.workloadId}`, signal);
         });
       } catch (err) {

@@ -12,6 +12,8 @@ export interface ReportInputs {
   runtimes: Record<string, string>;
   capacity?: Record<string, number>;
   now: Date;
+  /** Size bound of the report (default REPORT_MAX_BYTES). */
+  maxBytes?: number;
 }
 
 function workloadStatus(r: WorkloadRecord): WorkloadStatus {
@@ -51,5 +53,34 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     workloads: records.map(workloadStatus),
   };
   if (i.capacity) report.node.capacity = i.capacity;
+  return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES);
+}
+
+/** A report stays under this size, whatever the number of failing workloads (1 MiB with headroom). */
+export const REPORT_MAX_BYTES = 900 * 1024;
+
+const shorten = (s: string, max: number) => (s.length > max ? `${s.slice(0, Math.floor(max / 2))} … ${s.slice(-Math.floor(max / 2))}` : s);
+
+/**
+ * Keeps the report within `maxBytes`. Each record is bounded already (records.ts: 20 failures, each
+ * message ≤ 512 bytes, error ≤ 4 KiB, log tail ≤ 20 lines / 4 KiB); this is the last line of defence
+ * when many workloads fail at once. Evidence goes in order of least value: older history messages
+ * shortened, log tails cut to 5 lines, history cut to the last 5, current error messages shortened.
+ * Phases, codes and counts always stay.
+ */
+export function fitReport(report: StatusReport, maxBytes: number): StatusReport {
+  const size = () => Buffer.byteLength(JSON.stringify(report), 'utf8');
+  if (size() <= maxBytes) return report;
+  const steps: ((w: WorkloadStatus) => void)[] = [
+    (w) => void (w.failures = w.failures?.map((f, i, all) => (i < all.length - 1 ? { ...f, message: shorten(f.message, 160) } : f))),
+    (w) => void (w.container?.logTail && (w.container = { ...w.container, logTail: w.container.logTail.slice(-5).map((l) => shorten(l, 200)) })),
+    (w) => void (w.failures = w.failures?.slice(-5)),
+    (w) => void (w.error && (w.error = { ...w.error, message: shorten(w.error.message, 512) })),
+    (w) => void (w.failures = w.failures?.slice(-1)),
+  ];
+  for (const step of steps) {
+    for (const w of report.workloads) step(w);
+    if (size() <= maxBytes) break;
+  }
   return report;
 }

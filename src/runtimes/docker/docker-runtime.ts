@@ -134,7 +134,7 @@ export function mapDockerState(state: string): ActualState {
 
 /** The exit code in a list Status such as "Exited (3) 2 minutes ago"; the list call has no other field for it. */
 export function parseExitCode(status: string): number | undefined {
-  const m = /^Exited \((-?\d+)\)/i.exec(status.trim());
+  const m = /^(?:Exited|Restarting) \((-?\d+)\)/i.exec(status.trim());
   return m?.[1] === undefined ? undefined : Number.parseInt(m[1], 10);
 }
 
@@ -306,7 +306,7 @@ export class DockerRuntime implements Runtime {
         createdAt: new Date(c.Created * 1000).toISOString(),
       };
       // restartCount, oomKilled and startedAt are only in inspect(); one list call must stay one call.
-      if (state === 'exited') o.exitCode = parseExitCode(c.Status) ?? null;
+      if (state === 'exited' || state === 'restarting') o.exitCode = parseExitCode(c.Status) ?? null;
       out.push(o);
     }
     return out;
@@ -566,8 +566,9 @@ export class DockerRuntime implements Runtime {
       revision: labels[LABELS.revision],
       specHash: labels[LABELS.specHash],
       state,
-      // A running container's ExitCode is a stale 0; only an exited one has a meaningful code.
-      exitCode: state === 'exited' ? info.State.ExitCode : null,
+      // A running container's ExitCode is a stale 0; an exited one, or one the restart policy is about
+      // to restart, has the code of its last exit (crash evidence).
+      exitCode: state === 'exited' || state === 'restarting' ? info.State.ExitCode : null,
       oomKilled: info.State.OOMKilled,
       restartCount: info.RestartCount,
       startedAt: engineTime(info.State.StartedAt),
