@@ -3,6 +3,8 @@ import { nonEmptyString, positiveInt, safeName } from './common.js';
 
 const d = v.description;
 
+const noDotDot = (p: string) => !p.split('/').includes('..');
+
 const sha256 = v.pipe(v.string(), v.regex(/^[a-f0-9]{64}$/, 'sha256 must be 64 lower-case hex digits'));
 
 const imageSource = v.union(
@@ -26,6 +28,9 @@ const imageSource = v.union(
   'image needs either {path} or {url, sha256}',
 );
 
+/** OpenSSH public key lines: type, base64 blob, optional comment (what authorized_keys holds). */
+export const SSH_PUBLIC_KEY_PATTERN = /^(ssh-(rsa|dss|ed25519)|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}( [^\r\n]*)?\s*$/;
+
 const disk = v.strictObject({
   name: v.pipe(safeName('disk name'), d('Disk name; the file lives in the agent\'s storage directory.')),
   sizeBytes: v.pipe(v.optional(positiveInt('disks[].sizeBytes')), d('Size of a new disk or of the overlay.')),
@@ -33,6 +38,10 @@ const disk = v.strictObject({
   bus: v.pipe(v.optional(v.picklist(['virtio', 'sata', 'scsi', 'ide'], 'disks[].bus must be virtio, sata, scsi or ide')), d('Default virtio.')),
   reclaimPolicy: v.pipe(v.optional(v.picklist(['delete', 'retain'], 'reclaimPolicy must be delete or retain')), d('On removal; default delete.')),
 });
+const checkedDisk = v.pipe(
+  disk,
+  v.check((x) => x.sizeBytes !== undefined || x.image !== undefined, 'a disk needs sizeBytes (a new empty disk) or image (an overlay on a base image)'),
+);
 
 const nic = v.union(
   [
@@ -52,14 +61,25 @@ const nic = v.union(
 
 const cloudInit = v.strictObject({
   userData: v.pipe(v.optional(v.pipe(v.string(), v.maxLength(256 * 1024, 'userData is larger than 256 KiB'))), d('user-data (#cloud-config or a script).')),
-  metaData: v.pipe(v.optional(v.record(v.string(), v.string())), d('Extra meta-data keys.')),
+  metaData: v.pipe(
+    v.optional(
+      v.pipe(
+        v.record(v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'metaData keys must be 1-64 characters of A-Z a-z 0-9 . _ -')), v.pipe(v.string(), v.maxLength(4096, 'metaData values are at most 4096 characters'))),
+        v.check((m) => !Object.hasOwn(m, 'instance-id') && !Object.hasOwn(m, 'local-hostname'), 'metaData must not set instance-id (it follows the revision) or local-hostname (use hostname)'),
+      ),
+    ),
+    d('Extra meta-data keys (instance-id and local-hostname are set by the agent).'),
+  ),
   networkConfig: v.pipe(v.optional(v.pipe(v.string(), v.maxLength(64 * 1024, 'networkConfig is larger than 64 KiB'))), d('network-config (v1 or v2 YAML).')),
   vendorData: v.pipe(v.optional(v.pipe(v.string(), v.maxLength(64 * 1024, 'vendorData is larger than 64 KiB'))), d('vendor-data.')),
 });
 
 const login = v.strictObject({
   username: v.pipe(v.string(), v.regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'login.username must be a POSIX user name'), d('User created by cloud-init.')),
-  sshAuthorizedKeys: v.pipe(v.optional(v.array(nonEmptyString('sshAuthorizedKeys[]', 16384))), d('Public keys for the user.')),
+  sshAuthorizedKeys: v.pipe(
+    v.optional(v.array(v.pipe(nonEmptyString('sshAuthorizedKeys[]', 16384), v.regex(SSH_PUBLIC_KEY_PATTERN, 'sshAuthorizedKeys[] must be an OpenSSH public key line (type, base64 key, optional comment)')))),
+    d('Public keys for the user (OpenSSH authorized_keys lines); their SHA256 fingerprints are reported.'),
+  ),
   generatePassword: v.pipe(v.optional(v.boolean()), d('Generate a password (kept in the store, mode 0600).')),
   reportPassword: v.pipe(v.optional(v.boolean()), d('Include the generated password in the status report.')),
 });
@@ -75,15 +95,24 @@ export const vmSpec = v.strictObject({
   boot: v.pipe(
     v.optional(
       v.strictObject({
-        kernel: v.pipe(v.string(), v.startsWith('/', 'boot.kernel must be absolute'), d('Kernel path for direct boot.')),
-        initrd: v.pipe(v.optional(v.pipe(v.string(), v.startsWith('/', 'boot.initrd must be absolute'))), d('Initrd path.')),
+        kernel: v.pipe(v.string(), v.startsWith('/', 'boot.kernel must be absolute'), v.check(noDotDot, "boot.kernel must not contain '..'"), d('Kernel path for direct boot (under libvirt.allowedPathPrefixes).')),
+        initrd: v.pipe(v.optional(v.pipe(v.string(), v.startsWith('/', 'boot.initrd must be absolute'), v.check(noDotDot, "boot.initrd must not contain '..'"))), d('Initrd path (under libvirt.allowedPathPrefixes).')),
         cmdline: v.pipe(v.optional(v.pipe(v.string(), v.maxLength(4096, 'boot.cmdline is longer than 4096'))), d('Kernel command line.')),
       }),
     ),
     d('Direct kernel boot.'),
   ),
-  disks: v.pipe(v.optional(v.array(disk)), d('Disks.')),
-  networks: v.pipe(v.optional(v.array(nic)), d('Network interfaces.')),
+  disks: v.pipe(
+    v.optional(
+      v.pipe(
+        v.array(checkedDisk),
+        v.maxLength(16, 'at most 16 disks'),
+        v.check((ds) => new Set(ds.map((x) => x.name)).size === ds.length, 'disk names must be unique'),
+      ),
+    ),
+    d('Disks, in boot order.'),
+  ),
+  networks: v.pipe(v.optional(v.pipe(v.array(nic), v.maxLength(8, 'at most 8 network interfaces'))), d('Network interfaces.')),
   cloudInit: v.pipe(v.optional(cloudInit), d('cloud-init NoCloud seed contents.')),
   login: v.pipe(v.optional(login), d('How a person logs in; reported in the status.')),
   vnc: v.pipe(v.optional(v.boolean()), d('Expose a VNC console on 127.0.0.1.')),
