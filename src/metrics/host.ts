@@ -115,6 +115,11 @@ export class HostCollector {
     this.maxAgeMs = opts.maxAgeMs ?? 1000;
   }
 
+  /** Forgets the cached snapshot: the next snapshot() reads /proc again (benchmarks, tests). */
+  invalidate(): void {
+    this.cached = null;
+  }
+
   snapshot(): Promise<HostSnapshot> {
     const now = Date.now();
     if (this.cached && now - this.cached.at < this.maxAgeMs) return this.cached.value;
