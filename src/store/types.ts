@@ -77,6 +77,8 @@ export interface StoreData {
   records: Record<string, WorkloadRecord>;
   sync: SyncState;
   reporter: { seq: number };
+  /** Generated VM passwords by workload id (login.generatePassword); the file is 0600. Never logged. */
+  vmSecrets?: Record<string, { password: string }>;
 }
 
 export const emptyStoreData = (): StoreData => ({
