@@ -19,6 +19,8 @@ import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-s
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { DockerRuntime } from './runtimes/docker/docker-runtime.js';
+import { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
+import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { Store } from './store/store.js';
@@ -49,6 +51,7 @@ export class Agent {
   private reporter!: StatusReporter;
   private store!: Store;
   private runtimes: Runtime[] = [];
+  private libvirt: LibvirtRuntime | undefined;
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
@@ -89,6 +92,19 @@ export class Agent {
 
     if (config.docker.enabled) {
       this.runtimes.push(new DockerRuntime({ socketPath: config.docker.socketPath, nodeId: this.nodeId, namePrefix: config.docker.namePrefix, logger }));
+    }
+    if (config.libvirt.enabled) {
+      const lv = config.libvirt;
+      this.libvirt = new LibvirtRuntime({
+        ...lv,
+        storageDir: lv.storageDir === undefined ? undefined : resolve(lv.storageDir),
+        nodeId: this.nodeId,
+        stateDir,
+        logger,
+        secrets: storeVmSecrets(this.store),
+        onVmChange: () => this.reporter?.markDirty(),
+      });
+      this.runtimes.push(this.libvirt);
     }
     this.closers.push(async () => {
       for (const rt of this.runtimes) await rt.close?.();
@@ -337,8 +353,9 @@ export class Agent {
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
     if (!this.opts.config.docker.enabled) runtimes.docker = 'down: disabled by config';
     runtimes.libvirt ??= this.opts.config.libvirt.enabled ? 'down: libvirt runtime not available in this agent version' : 'down: disabled by config';
-    const capacity = view?.health.get('docker')?.capacity;
+    const capacity = view?.health.get('docker')?.capacity ?? view?.health.get('libvirt')?.capacity;
     return buildStatusReport({
+      vm: (id) => this.libvirt?.vmStatus(id),
       nodeId: this.nodeId,
       seq,
       agentVersion: AGENT_VERSION,

@@ -91,7 +91,7 @@ const workloadStatus = v.object({
             v.object({
               mac: v.pipe(v.string(), d('MAC address of the interface.')),
               ips: v.pipe(v.array(v.string()), d('Addresses in CIDR form, e.g. 10.0.0.5/24.')),
-              source: v.pipe(v.picklist(['agent', 'lease', 'arp']), d('Where the addresses came from: guest agent, DHCP lease or ARP table.')),
+              source: v.pipe(v.optional(v.picklist(['agent', 'lease', 'arp'])), d('Where the addresses came from: guest agent, DHCP lease or ARP table; absent while none is known.')),
             }),
           ),
           d('Network interfaces and their addresses.'),
@@ -108,6 +108,7 @@ const workloadStatus = v.object({
           ),
           d('How a person logs in.'),
         ),
+        warning: v.pipe(v.optional(v.nullable(errorSummarySchema)), d('A problem that does not stop the VM, e.g. VM_NO_IP while it keeps looking for an address.')),
       }),
     ),
     d('Virtual machine facts (vm workloads).'),

@@ -12,6 +12,8 @@ export interface ReportInputs {
   runtimes: Record<string, string>;
   capacity?: Record<string, number>;
   now: Date;
+  /** The `vm` block of a vm workload (addresses, login), from the libvirt runtime. */
+  vm?: (workloadId: string) => WorkloadStatus['vm'] | undefined;
   /** Size bound of the report (default REPORT_MAX_BYTES). */
   maxBytes?: number;
 }
@@ -50,7 +52,12 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     sentAt: i.now.toISOString(),
     node: { hostname: i.hostname, labels: desired?.labels ?? {}, runtimes: i.runtimes },
     sync: { lastPullAt: i.data.sync.lastPullAt, lastSuccessAt: i.data.sync.lastSuccessAt, lastError: i.data.sync.lastError },
-    workloads: records.map(workloadStatus),
+    workloads: records.map((r) => {
+      const s = workloadStatus(r);
+      const vm = r.type === 'vm' ? i.vm?.(r.id) : undefined;
+      if (vm) s.vm = vm;
+      return s;
+    }),
   };
   if (i.capacity) report.node.capacity = i.capacity;
   return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES);
