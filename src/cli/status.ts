@@ -23,17 +23,12 @@ function cell(s: string, width: number): string {
   return s.length > width ? `${s.slice(0, width - 1)}…` : s.padEnd(width);
 }
 
-/** One line a person reads: the message, and the error code when there is one. */
+/** One line a person reads: the error (code and the engine's words) or the message, and what happens next. */
 export function workloadMessage(w: WorkloadStatus): string {
-  const parts: string[] = [];
-  if (w.error) parts.push(`${w.error.code}: ${w.error.message}`);
-  if (w.message && !(w.error && w.message.includes(w.error.message))) parts.push(w.message);
+  const parts: string[] = [w.error ? `${w.error.code}: ${w.error.message}` : w.message];
   if (w.retry?.nextRetryAt) parts.push(`next attempt ${w.retry.nextRetryAt}`);
   if (w.retry?.gaveUp) parts.push('gave up (persys-agent retry ID, or a new retryToken/revision)');
-  if (w.container?.exitCode !== undefined && w.container.exitCode !== null && (w.phase === 'CrashLoop' || w.phase === 'Failed')) {
-    parts.push(`exit code ${w.container.exitCode}${w.container.oomKilled ? ' (OOMKilled)' : ''}, ${w.container.restartCount ?? 0} restarts`);
-  }
-  return parts.join('; ').replace(/\s+/g, ' ');
+  return parts.filter((p) => p !== '').join('; ').replace(/\s+/g, ' ');
 }
 
 /** The human table: id, type, phase, actual, attempts, message. */

@@ -29,21 +29,25 @@ export function capMiddle(s: string, maxBytes: number): string {
   if (Buffer.byteLength(s, 'utf8') <= maxBytes) return s;
   const marker = ' … ';
   const budget = Math.max(0, maxBytes - Buffer.byteLength(marker, 'utf8'));
-  const chars = [...s];
+  // Never more characters than bytes are needed from either end: only those are split into code points.
+  // (the loop stops at the budget, long before it could reach the seam or a surrogate cut in half).
+  const chars = s.length > 2 * budget + 4 ? [...s.slice(0, budget), ...s.slice(-budget)] : [...s];
   let head = '';
   let tail = '';
-  let used = 0;
+  let headBytes = 0;
+  let tailBytes = 0;
   for (let i = 0, j = chars.length - 1; i <= j; ) {
-    const takeHead = Buffer.byteLength(head, 'utf8') <= Buffer.byteLength(tail, 'utf8');
-    const c = takeHead ? chars[i] : chars[j];
-    const n = Buffer.byteLength(c ?? '', 'utf8');
-    if (used + n > budget) break;
-    used += n;
+    const takeHead = headBytes <= tailBytes;
+    const c = (takeHead ? chars[i] : chars[j]) ?? '';
+    const n = Buffer.byteLength(c, 'utf8');
+    if (headBytes + tailBytes + n > budget) break;
     if (takeHead) {
       head += c;
+      headBytes += n;
       i++;
     } else {
-      tail = (c ?? '') + tail;
+      tail = c + tail;
+      tailBytes += n;
       j--;
     }
   }
