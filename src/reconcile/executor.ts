@@ -365,7 +365,9 @@ export class Executor {
         return err ? { step, ok: false, error: err, durationMs: performance.now() - started } : { step, ok: true, durationMs: performance.now() - started };
       }
       const err = toWorkloadError(raw);
-      this.recordFailure(step, err);
+      // A shutdown is not a failed attempt: the record stays in its phase, and the next start finds
+      // it interrupted and judges it afresh from the engine.
+      if (!signal.aborted) this.recordFailure(step, err);
       return { step, ok: false, error: err, durationMs: performance.now() - started };
     } finally {
       clearTimeout(timer);
