@@ -1,0 +1,159 @@
+/**
+ * Idle memory of the agent as users run it: the built CLI as a real process, desired state from a
+ * file:// URL, metrics on 127.0.0.1:0, logLevel warn. Its RSS 30 s after start (0 workloads) or 30 s
+ * after all workloads are Running (200 containers), against a bare `node` that does nothing, started
+ * at the same moment and read at the same moment.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import {
+  benchDocument,
+  benchNodeId,
+  DOCKER_SOCKET,
+  procStatusKiB,
+  progress,
+  round2,
+  sleep,
+  spawnNode,
+  stopChild,
+  type Section,
+  type Spawned,
+} from './lib.js';
+
+export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const IDLE_MS = 30_000;
+const BRING_UP_TIMEOUT_MS = 300_000;
+
+/** The agent that ran the 200 containers: the cycle bench reuses its node id, state and containers. */
+export interface Fleet {
+  nodeId: string;
+  stateDir: string;
+  namePrefix: string;
+  size: number;
+}
+
+interface StartedAgent {
+  proc: Spawned;
+  fleet: Fleet;
+  statusFile: string;
+}
+
+async function startAgent(workDir: string, size: number): Promise<StartedAgent> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing (npm run build)`);
+  const nodeId = benchNodeId();
+  const dir = join(workDir, `agent-${size}`);
+  await mkdir(dir, { recursive: true });
+  const desiredFile = join(dir, 'desired-state.json');
+  const stateDir = join(dir, 'state');
+  const namePrefix = `${nodeId}-`;
+  await writeFile(desiredFile, JSON.stringify(benchDocument(nodeId, size)));
+  const configFile = join(dir, 'config.json');
+  await writeFile(
+    configFile,
+    JSON.stringify({
+      nodeId,
+      stateDir,
+      logLevel: 'warn',
+      source: { url: pathToFileURL(desiredFile).href },
+      metrics: { listen: '127.0.0.1:0' },
+      docker: { socketPath: DOCKER_SOCKET, namePrefix },
+    }),
+  );
+  const proc = spawnNode([CLI, 'run', '--config', configFile]);
+  return { proc, fleet: { nodeId, stateDir, namePrefix, size }, statusFile: join(stateDir, 'status.json') };
+}
+
+/** Sleeps, but fails at once if the agent exits meanwhile. */
+async function idleWhileAlive(agent: Spawned, ms: number, signal: AbortSignal): Promise<void> {
+  const died = agent.exited.then((code) => {
+    throw new Error(`the agent exited (code ${String(code)}) during the idle period:\n${agent.tail()}`);
+  });
+  await Promise.race([sleep(ms, signal), died]);
+}
+
+async function allRunning(statusFile: string, size: number): Promise<boolean> {
+  let report: unknown;
+  try {
+    report = JSON.parse(await readFile(statusFile, 'utf8'));
+  } catch {
+    return false;
+  }
+  const workloads = (report as { workloads?: { phase?: string }[] }).workloads;
+  return Array.isArray(workloads) && workloads.length === size && workloads.every((w) => w.phase === 'Running');
+}
+
+const mib = (kib: number): number => round2(kib / 1024);
+
+/** RSS of the agent with no workloads vs bare node, both read 30 s after start. */
+export async function benchIdleRssEmpty(workDir: string, signal: AbortSignal): Promise<Section> {
+  progress('idle RSS, 0 workloads: agent and bare node for 30 s');
+  const agent = await startAgent(workDir, 0);
+  const bare = spawnNode(['-e', 'setInterval(()=>{},1000)']);
+  try {
+    await idleWhileAlive(agent.proc, IDLE_MS, signal);
+    const [agentKiB, bareKiB] = await Promise.all([procStatusKiB(agent.proc.pid), procStatusKiB(bare.pid)]);
+    return {
+      rows: [
+        {
+          name: 'idle RSS after 30 s, 0 workloads',
+          value: mib(agentKiB),
+          unit: 'MiB',
+          baseline: { name: 'bare node (setInterval), same 30 s', value: mib(bareKiB) },
+          target: { on: 'ratio', max: 1.6, text: '<= 1.6x' },
+        },
+      ],
+      notes: [],
+    };
+  } finally {
+    await Promise.all([stopChild(agent.proc), stopChild(bare)]);
+  }
+}
+
+/**
+ * RSS of the agent running `size` containers, 30 s after all of them are Running (per its own status
+ * file), vs a bare node started when that 30 s began. The containers stay for the cycle bench.
+ */
+export async function benchIdleRssFleet(workDir: string, size: number, signal: AbortSignal): Promise<{ section: Section; fleet: Fleet }> {
+  progress(`idle RSS, ${size} workloads: agent brings up ${size} containers`);
+  const agent = await startAgent(workDir, size);
+  let bare: Spawned | undefined;
+  try {
+    const t0 = Date.now();
+    while (!(await allRunning(agent.statusFile, size))) {
+      if (agent.proc.child.exitCode !== null || agent.proc.child.signalCode !== null) {
+        throw new Error(`the agent exited before its workloads were Running:\n${agent.proc.tail()}`);
+      }
+      if (Date.now() - t0 > BRING_UP_TIMEOUT_MS) throw new Error(`not all ${size} workloads Running after ${BRING_UP_TIMEOUT_MS / 1000} s:\n${agent.proc.tail()}`);
+      await sleep(250, signal);
+    }
+    const upSeconds = (Date.now() - t0) / 1000;
+    progress(`idle RSS, ${size} workloads: all Running after ${upSeconds.toFixed(1)} s; agent and bare node for 30 s`);
+    const hwmBeforeIdle = await procStatusKiB(agent.proc.pid, 'VmHWM');
+    bare = spawnNode(['-e', 'setInterval(()=>{},1000)']);
+    await idleWhileAlive(agent.proc, IDLE_MS, signal);
+    const [agentKiB, bareKiB] = await Promise.all([procStatusKiB(agent.proc.pid), procStatusKiB(bare.pid)]);
+    const baseline = { name: 'bare node (setInterval), same 30 s', value: mib(bareKiB) };
+    return {
+      fleet: agent.fleet,
+      section: {
+        rows: [
+          {
+            name: `idle RSS after 30 s, ${size} workloads (all Running)`,
+            value: mib(agentKiB),
+            unit: 'MiB',
+            baseline,
+            target: { on: 'ratio', max: 2.0, text: '<= 2.0x' },
+          },
+          { name: `peak RSS (VmHWM) while bringing up ${size} containers`, value: mib(hwmBeforeIdle), unit: 'MiB', baseline },
+          { name: `agent start to ${size} containers Running (reconcile.concurrency 4)`, value: round2(upSeconds), unit: 's' },
+        ],
+        notes: [],
+      },
+    };
+  } finally {
+    await Promise.all([stopChild(agent.proc), bare ? stopChild(bare) : Promise.resolve()]);
+  }
+}
