@@ -44,6 +44,7 @@ describe('a real Prometheus scraping the agent', { skip, timeout: 300_000 }, () 
       `--nodeId=${nodeId}`,
       `--stateDir=${join(dir, 'state')}`,
       `--docker.namePrefix=t-${nodeId}-`,
+      '--libvirt.enabled=false',
       `--metrics.listen=127.0.0.1:${port}`,
       '--metrics.statsIntervalSeconds=1',
       '--reconcile.intervalSeconds=2',
