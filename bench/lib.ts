@@ -151,8 +151,11 @@ export async function stopAllChildren(): Promise<void> {
   );
 }
 
-/** Resident set size of a process in KiB, from /proc/<pid>/status (`VmRSS`, or another Vm* field). */
-export async function procStatusKiB(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): Promise<number> {
+/**
+ * A memory figure of a process in KiB from /proc/<pid>/status: VmRSS (resident set), VmHWM (its peak),
+ * RssAnon (private: JS heap, malloc, wasm memory), RssFile (file-backed: mostly the node binary's code).
+ */
+export async function procStatusKiB(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile' = 'VmRSS'): Promise<number> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8');
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
   if (!m?.[1]) throw new Error(`no ${field} in /proc/${pid}/status`);
