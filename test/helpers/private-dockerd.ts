@@ -62,9 +62,14 @@ export async function startPrivateDockerd(dir: string): Promise<PrivateDockerd> 
     log: () => [...log, proc?.log() ?? ''].join('\n'),
     async start() {
       if (api.running()) return;
+      // Its own network namespace: with --bridge=none dockerd deletes any interface named docker0
+      // (moby's removeDefaultBridgeInterface), which in the host namespace is the shared engine's bridge.
       const child = spawn(
-        'dockerd',
+        'unshare',
         [
+          '--net',
+          '--',
+          'dockerd',
           `--host=unix://${socketPath}`,
           `--data-root=${dataRoot}`,
           `--exec-root=${execRoot}`,
