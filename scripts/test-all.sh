@@ -16,7 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Adding an engine is adding its line here; its engines then become required for integration/e2e.
 TESTBEDS=(
   "docker.sh docker"
-  # "libvirt.sh libvirt"
+  "libvirt.sh libvirt"
   "prometheus.sh prometheus,pushgateway"
   # "nginx.sh nginx"
 )
