@@ -253,6 +253,16 @@ function recreateReason(w: Workload, record: WorkloadRecord | undefined, o: Obse
 function gate(step: Step, w: Workload, record: WorkloadRecord | undefined, hash: string, now: Date): Step {
   if (!record || record.retry.resetKey !== retryResetKey(w, hash)) return step;
   const { retry } = record;
+  // A previous revision that still serves is not the failed attempt's resource: a bad new image
+  // tag must not take the service down. It stays until the desired state changes again.
+  if (retry.gaveUp && step.kind === 'recreate' && (step.observed?.state === 'running' || step.observed?.state === 'restarting')) {
+    const { kind: _kind, reason: _reason, ...rest } = step;
+    return {
+      ...rest,
+      kind: 'noop',
+      reason: `gave up applying the new spec (${record.error?.code ?? 'failed'}); the previous revision keeps running`,
+    };
+  }
   // A workload that failed terminally keeps its record and error, not its runtime resources.
   if (retry.gaveUp && step.observed && step.kind !== 'remove') {
     const { kind: _kind, reason: _reason, until: _until, ...rest } = step;

@@ -197,6 +197,24 @@ describe('agent against real dockerd and an HTTPS fleet server', { skip, timeout
     });
   }
 
+  it('keeps the previous revision serving when the new one fails terminally', async () => {
+    publish([container('a'), container('b', { revision: 'bad' }, { env: { MODE: 'two' }, image: 'persys-test/does-not-exist:1', pullPolicy: 'Never' })], 5);
+    const r = await waitReport('b Failed', (r) => r.observedGeneration === 5 && wl(r, 'b')?.phase === 'Failed');
+    const b = r.workloads.find((w) => w.id === 'b') as ReportWorkload & { error?: { code: string; message: string } };
+    assert.equal(b.error?.code, 'IMAGE_NOT_FOUND');
+    assert.match(b.error?.message ?? '', /persys-test\/does-not-exist:1/);
+    assert.equal(b.actualState, 'running', 'the old container still runs');
+    // Give the loop a few cycles: it must not tear the old container down.
+    const polls = server.requests({ nodeId, kind: 'document' }).length;
+    await waitFor('three more polls', () => server.requests({ nodeId, kind: 'document' }).length >= polls + 3, 30_000);
+    const found = await ours();
+    assert.equal(found.get('b')?.Id, ids.b);
+    assert.equal(found.get('b')?.State, 'running');
+    // A good revision again: b is recreated from the good spec and the error clears.
+    publish([container('a'), container('b', { revision: 'good' }, { env: { MODE: 'two' } })], 6);
+    await waitReport('b Running again', (r) => r.observedGeneration === 6 && wl(r, 'b')?.phase === 'Running' && !(wl(r, 'b') as { error?: unknown }).error);
+  });
+
   it('removes everything only for a valid document with no workloads', async () => {
     publish([], 10);
     await waitReport('all removed', (r) => r.observedGeneration === 10 && r.workloads.length === 0);

@@ -155,7 +155,8 @@ function expectedKind(desired: 'running' | 'stopped', om: ObsMode, rm: RecMode, 
   const intended = table[om][desired];
   if (rm === 'none') return intended;
   // A workload that gave up keeps its record, not its engine objects; with none left it waits.
-  if (retry === 'gave-up') return om === 'none' ? 'noop' : 'remove';
+  // A previous revision still running is not the failed attempt's: it keeps serving.
+  if (retry === 'gave-up') return om === 'none' || om === 'hash-differs' || om === 'revision-differs' ? 'noop' : 'remove';
   if (retry === 'backoff' && ['create', 'recreate', 'start', 'stop'].includes(intended)) return 'wait';
   return intended;
 }
@@ -196,7 +197,8 @@ describe('planner: generated combinations (desiredState x engine object x record
             assert.ok(s.reason.length > 0);
             if (want === 'wait') assert.equal(s.until, LATER);
             else assert.equal(s.until, undefined);
-            if (want === 'noop' && retry === 'gave-up' && (expectedKind(desired, om, rm, 'fresh') !== 'noop')) assert.equal(s.reason, GAVE_UP);
+            if (want === 'noop' && retry === 'gave-up' && om === 'none') assert.equal(s.reason, GAVE_UP);
+            if (want === 'noop' && retry === 'gave-up' && om !== 'none') assert.match(s.reason, /the previous revision keeps running/);
             if (want === 'adopt') assert.match(s.reason, /^found on engine, adopting/);
             assert.deepEqual(p.unavailable, []);
             assert.deepEqual(p.forget, []);
