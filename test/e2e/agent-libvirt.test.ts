@@ -180,6 +180,20 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     diskInode = (await stat(join(dir, 'storage', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino;
   });
 
+  it('an agent restart leaves the VM running and re-adopts it: no step, the address reported again', async () => {
+    const code = await ctx.agent!.stop('SIGTERM');
+    assert.equal(code, 0);
+    assert.match((await virsh('domstate', `${prefix}vm1`)).trim(), /^running$/, 'stopping the agent does not stop VMs');
+    const before = ctx.server!.reports(nodeId).length;
+    ctx.agent = AgentProcess.start(['run', '--config', configPath]);
+    const r = await waitReport('report with the IPv4 from the new process', (r) => ctx.server!.reports(nodeId).length > before && ipv4Of(wl(r, 'vm1')) !== undefined && wl(r, 'vm1')?.phase === 'Running', 60_000, 0);
+    assert.equal(wl(r, 'vm1')?.runtimeId, uuid);
+    // Let a few poll and reconcile cycles (every 1 s and 2 s) pass.
+    const polls = ctx.server!.requests({ nodeId, kind: 'document' }).length;
+    await waitFor('five more polls', () => ctx.server!.requests({ nodeId, kind: 'document' }).length >= polls + 5, 30_000);
+    assert.equal(ctx.agent.lines.filter((l) => l.msg.startsWith('reconciled:')).length, 0, `no step was applied:\n${ctx.agent.dump()}`);
+  });
+
   it('a revision change redefines and restarts the VM (same domain, same disk, new seed)', async () => {
     publish([vm('2')]);
     const r = await waitReport('revision 2 Running with an IPv4', (r) => wl(r, 'vm1')?.revision === '2' && wl(r, 'vm1')?.phase === 'Running' && ipv4Of(wl(r, 'vm1')) !== undefined, 120_000);

@@ -7,6 +7,8 @@
  *   - brings eth0 up and asks for a DHCP lease with `udhcpc -x hostname:<local-hostname>`, so the
  *     lease on the host (`virsh net-dhcp-leases`) proves the seed was attached and readable,
  *   - powers off on an ACPI power-button press (busybox acpid), so graceful shutdown can be tested.
+ * Kernel command-line switches make it misbehave on purpose: `persys.noacpi` (ignores the power
+ * button: shutdown must fall back to destroy), `persys.nodhcp` (never gets an address: VM_NO_IP).
  *
  * Built at test time into a cache directory (never committed): PERSYS_TEST_CACHE_DIR, default
  * <tmpdir>/persys-test-cache. The archive name carries a hash of its inputs, so a changed /init or
@@ -60,11 +62,15 @@ mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\necho "persys-guest: power button, powering off" > /dev/ttyS0\nsync\npoweroff -f\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 echo 'PWRF PWRF/00000080' > /etc/acpid.conf
-acpid -c /etc/acpi -a /etc/acpid.conf -l /acpid.log
+if grep -q persys.noacpi /proc/cmdline; then say "acpid: disabled (persys.noacpi)"; else acpid -c /etc/acpi -a /etc/acpid.conf -l /acpid.log; fi
 ip link set lo up
 ip link set eth0 up
-say "dhcp: asking for a lease as $host"
-udhcpc -i eth0 -x "hostname:$host" -s /bin/udhcpc.script -t 20 -T 2 -b
+if grep -q persys.nodhcp /proc/cmdline; then
+  say "dhcp: disabled (persys.nodhcp)"
+else
+  say "dhcp: asking for a lease as $host"
+  udhcpc -i eth0 -x "hostname:$host" -s /bin/udhcpc.script -t 20 -T 2 -b
+fi
 while :; do sleep 3600; done
 `;
 

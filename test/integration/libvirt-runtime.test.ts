@@ -255,6 +255,48 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     a = b;
   });
 
+  it('a guest that ignores ACPI is destroyed after the shutdown timeout; one without an address gets VM_NO_IP and is still watched', async () => {
+    // A second runtime on the same node with a short ipWait, so VM_NO_IP comes within the test.
+    const changed: string[] = [];
+    const quick = new LibvirtRuntime({
+      uri: 'qemu:///system',
+      nodeId,
+      namePrefix: prefix,
+      domainType: 'qemu',
+      stateDir: join(dir, 'state'),
+      storageDir: join(dir, 'storage'),
+      allowedPathPrefixes: [guest.dir],
+      ipWaitSeconds: 4,
+      commandTimeoutSeconds: 60,
+      downloadTimeoutSeconds: 60,
+      logger,
+      onVmChange: (id) => changed.push(id),
+      addressPollMs: { fast: 1000, slow: 5000 },
+    });
+    try {
+      const w = vm('s', { boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: `${guest.cmdline} persys.noacpi persys.nodhcp` }, shutdownTimeoutSeconds: 3 });
+      const ctx = ctxOf(w);
+      await quick.prepare(w, ctx);
+      const s = await quick.create(w, ctx);
+      await quick.start(s, ctx.signal);
+      const warned = await waitFor('VM_NO_IP', () => quick.vmStatus('s')?.warning, 30_000, 250);
+      assert.equal(warned.code, 'VM_NO_IP');
+      assert.equal(warned.transient, true);
+      assert.match(warned.message, /^no IPv4 address for 52:54:00(:[0-9a-f]{2}){3} \d+ s after start; looked in: agent \(.*\), lease, arp/);
+      assert.ok(changed.includes('s'), 'the warning was announced');
+      assert.deepEqual(quick.vmStatus('s')?.interfaces[0]?.ips, []);
+      await waitFor('the guest is up and ignoring ACPI', async () => /acpid: disabled/.test(await consoleLog(s.name)), 60_000, 500);
+      const t0 = Date.now();
+      await quick.stop(s, AbortSignal.timeout(60_000));
+      const took = (Date.now() - t0) / 1000;
+      assert.ok(took >= 3 && took < 15, `destroyed after the 3 s timeout (took ${took} s)`);
+      assert.match((await virsh('domstate', s.name, '--reason')).trim(), /^shut off \(destroyed\)$/);
+      await quick.remove(s, AbortSignal.timeout(60_000));
+    } finally {
+      await quick.close();
+    }
+  });
+
   it('remove deletes the domain, its disks, seed and console log; a retained disk stays', async () => {
     const w = vm('b', { disks: [{ name: 'root', sizeBytes: 16 * MiB }, { name: 'keep', sizeBytes: 16 * MiB, reclaimPolicy: 'retain' }] }, { desiredState: 'stopped' });
     const b = await createOnly(w);

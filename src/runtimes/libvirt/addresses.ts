@@ -155,11 +155,15 @@ export class AddressTracker {
             this.opts.logger.debug({ workloadId: t.workloadId, err: err instanceof Error ? err.message : String(err) }, 'address lookup failed');
           });
         }
-        const next = Math.min(1_000, ...[...this.tracked.values()].map((t) => Math.max(50, t.nextAt - this.now())));
+        // Nothing to watch: sleep until track() wakes the loop (or shutdown), no timer ticking meanwhile.
+        const next = this.tracked.size === 0 ? undefined : Math.min(1_000, ...[...this.tracked.values()].map((t) => Math.max(50, t.nextAt - this.now())));
+        const timer = new AbortController();
         await new Promise<void>((resolve) => {
           this.wake = resolve;
-          void sleep(next, signal).then(resolve, resolve);
+          if (next !== undefined) void sleep(next, AbortSignal.any([signal, timer.signal])).then(resolve);
+          signal.addEventListener('abort', () => resolve(), { once: true, signal: timer.signal });
         });
+        timer.abort();
         this.wake = undefined;
       }
     })();

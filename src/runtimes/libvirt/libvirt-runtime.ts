@@ -307,7 +307,6 @@ export class LibvirtRuntime implements Runtime {
   async prepare(workload: Workload, ctx: ApplyContext): Promise<void> {
     const w = asVm(workload);
     this.replacing.set(w.id, Date.now() + REPLACE_MARK_TTL_MS);
-    ctx.progress?.('Pulling');
     await this.fetchInputs(w, ctx.signal);
   }
 
