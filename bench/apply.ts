@@ -100,9 +100,9 @@ export async function benchApply(workDir: string, signal: AbortSignal): Promise<
   await compare(1, 1, undefined, workDir, signal);
 
   const cases: { n: number; rounds: number; concurrency?: number; target?: number }[] = [
-    { n: 1, rounds: 6, target: 1.2 },
-    { n: 20, rounds: 3, target: 0.6 },
-    { n: 20, rounds: 2, concurrency: 8 },
+    { n: 1, rounds: 8, target: 1.2 },
+    { n: 20, rounds: 5, target: 0.6 },
+    { n: 20, rounds: 3, concurrency: 8 },
   ];
   for (const c of cases) {
     const conc = c.concurrency ?? DEFAULT_CONCURRENCY;

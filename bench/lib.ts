@@ -107,9 +107,14 @@ export interface Spawned {
   exited: Promise<number | null>;
 }
 
-/** Starts `node <args>`; its output is kept (bounded) for diagnostics; it is stopped by `stopChild` or at the end. */
+/**
+ * Starts `node <args>`; its output is kept (bounded) for diagnostics; it is stopped by `stopChild` or
+ * at the end. The child gets the bench's environment without PERSYS_* (the agent would read them as
+ * config) and without NODE_OPTIONS (agent and baseline run on the same defaults), plus `env`.
+ */
 export function spawnNode(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('PERSYS_') && k !== 'NODE_OPTIONS'));
+  const child = spawn(process.execPath, args, { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   if (child.pid === undefined) throw new Error(`could not start node ${args.join(' ')}`);
   children.add(child);
   const lines: string[] = [];

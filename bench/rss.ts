@@ -13,6 +13,7 @@ import {
   benchDocument,
   benchNodeId,
   DOCKER_SOCKET,
+  median,
   procStatusKiB,
   progress,
   round2,
@@ -64,16 +65,36 @@ async function startAgent(workDir: string, size: number): Promise<StartedAgent> 
       docker: { socketPath: DOCKER_SOCKET, namePrefix },
     }),
   );
-  const proc = spawnNode([CLI, 'run', '--config', configFile]);
+  // BENCH_AGENT_NODE_OPTIONS: Node flags for the agent process only (to size a fix, e.g.
+  // --max-semi-space-size=2); the bare-node baseline never gets them.
+  const agentNodeOptions = process.env.BENCH_AGENT_NODE_OPTIONS;
+  const proc = spawnNode([CLI, 'run', '--config', configFile], agentNodeOptions ? { NODE_OPTIONS: agentNodeOptions } : {});
   return { proc, fleet: { nodeId, stateDir, namePrefix, size }, statusFile: join(stateDir, 'status.json') };
 }
 
-/** Sleeps, but fails at once if the agent exits meanwhile. */
-async function idleWhileAlive(agent: Spawned, ms: number, signal: AbortSignal): Promise<void> {
-  const died = agent.exited.then((code) => {
-    throw new Error(`the agent exited (code ${String(code)}) during the idle period:\n${agent.tail()}`);
-  });
-  await Promise.race([sleep(ms, signal), died]);
+/**
+ * Waits `ms` while reading the agent's RSS once a second (for the range in the notes: a single
+ * reading may catch a burst), from `sampleFromMs` on; fails at once if the agent exits meanwhile.
+ */
+async function idleWhileAlive(agent: Spawned, ms: number, signal: AbortSignal, sampleFromMs = 0): Promise<number[]> {
+  const samples: number[] = [];
+  const start = Date.now();
+  const end = start + ms;
+  while (Date.now() < end) {
+    if (agent.child.exitCode !== null || agent.child.signalCode !== null) {
+      throw new Error(`the agent exited (code ${String(agent.child.exitCode)}) during the idle period:\n${agent.tail()}`);
+    }
+    if (Date.now() - start >= sampleFromMs) samples.push(await procStatusKiB(agent.pid));
+    await sleep(Math.min(1000, Math.max(0, end - Date.now())), signal);
+  }
+  return samples;
+}
+
+function rangeNote(what: string, samples: readonly number[]): string {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return `${what}: agent RSS read once a second: min ${mib(sorted[0] ?? 0)}, median ${mib(median(sorted))}, max ${mib(sorted[sorted.length - 1] ?? 0)} MiB${
+    process.env.BENCH_AGENT_NODE_OPTIONS ? ` (agent NODE_OPTIONS=${process.env.BENCH_AGENT_NODE_OPTIONS})` : ''
+  }.`;
 }
 
 async function allRunning(statusFile: string, size: number): Promise<boolean> {
@@ -115,9 +136,13 @@ export async function benchIdleRssEmpty(workDir: string, signal: AbortSignal): P
   const agent = await startAgent(workDir, 0);
   const bare = spawnNode(['-e', 'setInterval(()=>{},1000)']);
   try {
-    await idleWhileAlive(agent.proc, IDLE_MS, signal);
+    // Here the 30 s start with the process: the first seconds are its start-up, not idling.
+    const samples = await idleWhileAlive(agent.proc, IDLE_MS, signal, 10_000);
     const [a, b] = await Promise.all([memoryOf(agent.proc.pid), memoryOf(bare.pid)]);
-    return { rows: rssRows('idle RSS after 30 s, 0 workloads', a, b, { on: 'ratio', max: 1.6, text: '<= 1.6x' }), notes: [] };
+    return {
+      rows: rssRows('idle RSS after 30 s, 0 workloads', a, b, { on: 'ratio', max: 1.6, text: '<= 1.6x' }),
+      notes: [rangeNote('0 workloads (from 10 s on)', samples)],
+    };
   } finally {
     await Promise.all([stopChild(agent.proc), stopChild(bare)]);
   }
@@ -144,7 +169,7 @@ export async function benchIdleRssFleet(workDir: string, size: number, signal: A
     progress(`idle RSS, ${size} workloads: all Running after ${upSeconds.toFixed(1)} s; agent and bare node for 30 s`);
     const hwmBeforeIdle = await procStatusKiB(agent.proc.pid, 'VmHWM');
     bare = spawnNode(['-e', 'setInterval(()=>{},1000)']);
-    await idleWhileAlive(agent.proc, IDLE_MS, signal);
+    const samples = await idleWhileAlive(agent.proc, IDLE_MS, signal);
     const [a, b] = await Promise.all([memoryOf(agent.proc.pid), memoryOf(bare.pid)]);
     return {
       fleet: agent.fleet,
@@ -154,7 +179,7 @@ export async function benchIdleRssFleet(workDir: string, size: number, signal: A
           { name: `peak RSS (VmHWM) while bringing up ${size} containers`, value: mib(hwmBeforeIdle), unit: 'MiB' },
           { name: `agent start to ${size} containers Running (reconcile.concurrency 4)`, value: round2(upSeconds), unit: 's' },
         ],
-        notes: [],
+        notes: [rangeNote(`${size} workloads`, samples)],
       },
     };
   } finally {
