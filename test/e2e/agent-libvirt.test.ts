@@ -127,7 +127,8 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
         retry: { initialDelaySeconds: 1, maxDelaySeconds: 2 },
         metrics: { listen: '127.0.0.1:0' },
         docker: { enabled: false },
-        libvirt: { namePrefix: prefix, domainType: 'qemu', storageDir: join(dir, 'storage'), allowedPathPrefixes: [guest.dir], ipWaitSeconds: 60 },
+        // No libvirt.storageDir: the default, <stateDir>/libvirt, under the agent's 0700 state dir.
+        libvirt: { namePrefix: prefix, domainType: 'qemu', allowedPathPrefixes: [guest.dir], ipWaitSeconds: 60 },
       }),
     );
   });
@@ -177,7 +178,7 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     assert.equal((await stat(statePath)).mode & 0o777, 0o600);
     assert.ok(!JSON.stringify(ctx.server!.reports(nodeId)).includes(password), 'the password is not in any report');
     assert.ok(!ctx.agent.dump().includes(password), 'the password is not logged');
-    diskInode = (await stat(join(dir, 'storage', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino;
+    diskInode = (await stat(join(dir, 'state', 'libvirt', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino;
   });
 
   it('an agent restart leaves the VM running and re-adopts it: no step, the address reported again', async () => {
@@ -207,7 +208,7 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     }, 60_000, 500);
     assert.equal(log.match(/persys-guest: booted kernel/g)?.length, 2, 'the guest booted twice');
     assert.match(log, /instance-id=iid-vm1-1-[\s\S]*instance-id=iid-vm1-2-/);
-    assert.equal((await stat(join(dir, 'storage', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino, diskInode, 'the disk was kept');
+    assert.equal((await stat(join(dir, 'state', 'libvirt', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino, diskInode, 'the disk was kept');
     const recreate = ctx.agent!.lines.find((l) => l.msg.startsWith('reconciled:') && JSON.stringify(l).includes('recreate vm1'));
     assert.ok(recreate, 'the recreate is logged');
   });
@@ -216,7 +217,7 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     publish([]);
     await waitReport('vm1 gone', (r) => r.workloads.length === 0, 90_000);
     await waitFor('domain undefined', async () => !(await domainNames()).includes(`${prefix}vm1`), 30_000);
-    const gone = await stat(join(dir, 'storage', 'vms', `${prefix}vm1`)).then(() => false, () => true);
+    const gone = await stat(join(dir, 'state', 'libvirt', 'vms', `${prefix}vm1`)).then(() => false, () => true);
     assert.ok(gone, 'the VM directory (disks, seed) is gone');
     const code = await ctx.agent!.stop('SIGTERM');
     assert.equal(code, 0);

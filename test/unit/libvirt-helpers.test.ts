@@ -4,7 +4,8 @@
  * driven by a fake lookup and a fake clock.
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -159,6 +160,20 @@ describe('paths', () => {
     await assert.rejects(s.allowedHostFile(`${join(dir, 'allowed')}/../secret`, 'boot.kernel'), (err: unknown) => err instanceof WorkloadError && err.code === 'INVALID_SPEC');
     await assert.rejects(s.allowedHostFile(join(dir, 'allowed', 'missing'), 'boot.kernel'), (err: unknown) => err instanceof WorkloadError && err.code === 'INVALID_SPEC');
     await assert.rejects(s.allowedHostFile(join(dir, 'allowed'), 'boot.kernel'), (err: unknown) => err instanceof WorkloadError && err.code === 'INVALID_SPEC');
+  });
+
+  it('opens the agent-owned state dir for traversal (o+x) so QEMU reaches the disks, and reports other blockers', { skip: process.getuid?.() !== 0 ? 'needs root (QEMU runs as another user only then)' : false }, async () => {
+    const state = join(dir, 'state');
+    await mkdir(state, { mode: 0o700 });
+    const lines: { msg: string; dir?: string }[] = [];
+    const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => void (lines.push(JSON.parse(c.toString()) as { msg: string }), cb()) }));
+    const s = new VmStorage({ root: join(state, 'libvirt'), allowedPathPrefixes: [], qemuImg: 'qemu-img', timeoutMs: 5000, downloadTimeoutMs: 5000, logger: log, ownedAncestors: [state] });
+    await s.init();
+    assert.equal((await stat(state)).mode & 0o777, 0o701);
+    assert.equal((await stat(join(state, 'libvirt', 'vms'))).mode & 0o777, 0o711);
+    // The mkdtemp directory above it (0700) is not the agent's: reported, not changed.
+    assert.equal((await stat(dir)).mode & 0o777, 0o700);
+    assert.ok(lines.some((l) => l.dir === dir && /cannot traverse/.test(l.msg)), JSON.stringify(lines));
   });
 
   it('redacts user info and query strings of image URLs', () => {

@@ -145,6 +145,7 @@ export class LibvirtRuntime implements Runtime {
       downloadTimeoutMs: opts.downloadTimeoutSeconds * 1000,
       logger: this.logger,
       ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}),
+      ownedAncestors: [stateDir],
     });
     this.addresses = new AddressTracker({
       lookup: (domain, source, signal) => this.virsh.raw(['domifaddr', domain, '--source', source], signal, 15_000),
@@ -575,24 +576,16 @@ export class LibvirtRuntime implements Runtime {
     }
   }
 
-  /** Usage of our running VMs from one `virsh domstats` call. */
+  /** Usage of our running VMs from one `virsh domstats --list-active` call (the metrics' WorkloadUsage). */
   async usage(signal?: AbortSignal): Promise<VmUsage[]> {
     const s = withTimeout(signal, 30_000);
-    const ours = [...this.known.values()].filter((k) => k.ours);
-    const running = ours.filter((k) => this.addresses.tracking().includes(k.parsed.metadata?.labels[LABELS.workloadId] ?? ''));
-    if (running.length === 0) return [];
-    let text: string;
-    try {
-      text = await this.virsh.raw(['domstats', '--cpu-total', '--balloon', '--block', '--interface', ...running.map((k) => k.parsed.name)], s);
-    } catch (err) {
-      if (isDomainNotFound(err)) return [];
-      throw translateVirshError(err, 'stats');
-    }
-    const stats = parseDomStats(text);
+    const ours = new Map([...this.known.values()].filter((k) => k.ours).map((k) => [k.parsed.name, k]));
+    if (ours.size === 0) return [];
+    const text = await this.virsh.run('stats', ['domstats', '--cpu-total', '--balloon', '--block', '--interface', '--list-active'], s);
     const out: VmUsage[] = [];
-    for (const k of running) {
-      const st = stats.get(k.parsed.name);
-      if (!st) continue;
+    for (const [name, st] of parseDomStats(text)) {
+      const k = ours.get(name);
+      if (!k) continue;
       out.push({ workloadId: k.parsed.metadata?.labels[LABELS.workloadId] ?? '', type: 'vm', runtimeId: k.parsed.uuid, ...usageFromDomStats(st) });
     }
     return out;

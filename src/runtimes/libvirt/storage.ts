@@ -44,6 +44,12 @@ export interface VmStorageOptions {
   logger: Logger;
   /** undici dispatcher for image downloads (tests pass one that trusts their CA). */
   dispatcher?: Dispatcher;
+  /**
+   * Directories above `root` that belong to the agent (its state dir, 0700) and may be opened for
+   * traversal (o+x, no listing) so QEMU, running as libvirt-qemu, can reach the disks below them.
+   * Only done when the agent runs as root, i.e. when QEMU runs as another user.
+   */
+  ownedAncestors?: readonly string[];
 }
 
 const PART = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -115,11 +121,32 @@ export class VmStorage {
         await mkdir(d, { recursive: true, mode: 0o711 });
         await chmod(d, 0o711);
       }
+      if (process.getuid?.() === 0) await this.openAncestors();
     })().catch((err: unknown) => {
       this.initialized = undefined;
       throw fsError(err, 'storage init');
     });
     return this.initialized;
+  }
+
+  /** Makes the path to `root` traversable for QEMU's user: owned ancestors get o+x, others are reported. */
+  private async openAncestors(): Promise<void> {
+    const owned = new Set((this.opts.ownedAncestors ?? []).map((p) => resolve(p)));
+    for (let d = dirname(this.root); ; d = dirname(d)) {
+      const st = await stat(d).catch(() => undefined);
+      if (st && (st.mode & 0o001) === 0) {
+        if (owned.has(d)) {
+          await chmod(d, (st.mode & 0o7777) | 0o001);
+          this.opts.logger.info({ dir: d, mode: `0${((st.mode & 0o7777) | 0o001).toString(8)}` }, 'made the state directory traversable (not listable) so QEMU can reach VM disks');
+        } else {
+          this.opts.logger.warn(
+            { dir: d, storageDir: this.root },
+            'QEMU (libvirt-qemu) cannot traverse this directory above libvirt.storageDir: VMs will fail to start; give it o+x or choose another libvirt.storageDir',
+          );
+        }
+      }
+      if (d === dirname(d)) break;
+    }
   }
 
   vmDir(domain: string): string {
