@@ -5,6 +5,12 @@
  *
  *   npm run bench                 all of them (about 4-6 minutes)
  *   npm run bench -- plan store   only the named sections (rss, cycle, plan, store, apply, scrape)
+ *
+ * BENCH_AGENT_NODE_OPTIONS=... passes Node flags to the agent process of the RSS bench only (the bare
+ * node baseline never gets them), to size a fix such as --max-semi-space-size=2.
+ * Needs dockerd and persys-test/busybox:1 (scripts/testbed/docker.sh) for rss, cycle and apply.
+ * Everything it creates is labelled dev.persys.node-id=bench-<pid>-<rand> and removed at the end,
+ * also after a failure or Ctrl-C; leftovers of earlier runs whose process is gone are removed first.
  */
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
