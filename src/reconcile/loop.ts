@@ -300,7 +300,7 @@ export class ReconcileLoop {
     const { store } = this.deps;
     let changed = false;
     const put = (before: WorkloadRecord | undefined, after: WorkloadRecord) => {
-      if (before && JSON.stringify(before) === JSON.stringify(after)) return;
+      if (before === after || (before && JSON.stringify(before) === JSON.stringify(after))) return;
       store.setRecord(after);
       changed = true;
     };

@@ -30,6 +30,7 @@ export interface DockerRuntimeOptions {
 }
 
 /** Bounds for calls made without a caller's signal, so a wedged daemon cannot hang health or observe forever. */
+const HEALTH_FACTS_TTL_MS = 5 * 60_000;
 const HEALTH_TIMEOUT_MS = 10_000;
 const OBSERVE_TIMEOUT_MS = 30_000;
 const CLEANUP_TIMEOUT_MS = 30_000;
@@ -245,32 +246,47 @@ export class DockerRuntime implements Runtime {
     return this.docker as unknown as SystemApi;
   }
 
+  /**
+   * Every cycle pings; version and capacity (GET /info is the engine's slowest answer with many
+   * containers) are re-read only every HEALTH_FACTS_TTL_MS or after a failure.
+   */
   async health(signal?: AbortSignal): Promise<RuntimeHealth> {
     const s = withTimeout(signal, HEALTH_TIMEOUT_MS);
     try {
       await this.call('inspect', () => this.system.ping({ abortSignal: s }));
-      const [version, info] = await Promise.all([
-        this.call('inspect', () => this.system.version({ abortSignal: s })),
-        this.call('inspect', () => this.system.info({ abortSignal: s })),
-      ]);
-      const capacity: Record<string, number> = {};
-      if (isRecord(info)) {
-        if (typeof info.NCPU === 'number') capacity.cpus = info.NCPU;
-        if (typeof info.MemTotal === 'number') capacity.memoryBytes = info.MemTotal;
-      }
-      const dataRoot = isRecord(info) && typeof info.DockerRootDir === 'string' ? info.DockerRootDir : undefined;
-      return {
-        up: true,
-        reason: `docker ${version.Version} (API ${version.ApiVersion}) on ${this.socketPath}`,
-        version: version.Version,
-        capacity,
-        ...(dataRoot ? { dataRoot } : {}),
-      };
+      const cached = this.healthFacts;
+      if (cached && Date.now() - cached.at < HEALTH_FACTS_TTL_MS) return cached.health;
+      const fresh = await this.readHealthFacts(s);
+      this.healthFacts = { at: Date.now(), health: fresh };
+      return fresh;
     } catch (err) {
+      this.healthFacts = undefined;
       const e = translateDockerError(err, 'inspect');
       this.logger.debug({ code: e.code, err: e.message }, 'docker health check failed');
       return { up: false, reason: `${e.code}: ${e.message}` };
     }
+  }
+
+  private healthFacts: { at: number; health: RuntimeHealth } | undefined;
+
+  private async readHealthFacts(s: AbortSignal): Promise<RuntimeHealth> {
+    const [version, info] = await Promise.all([
+      this.call('inspect', () => this.system.version({ abortSignal: s })),
+      this.call('inspect', () => this.system.info({ abortSignal: s })),
+    ]);
+    const capacity: Record<string, number> = {};
+    if (isRecord(info)) {
+      if (typeof info.NCPU === 'number') capacity.cpus = info.NCPU;
+      if (typeof info.MemTotal === 'number') capacity.memoryBytes = info.MemTotal;
+    }
+    const dataRoot = isRecord(info) && typeof info.DockerRootDir === 'string' ? info.DockerRootDir : undefined;
+    return {
+      up: true,
+      reason: `docker ${version.Version} (API ${version.ApiVersion}) on ${this.socketPath}`,
+      version: version.Version,
+      capacity,
+      ...(dataRoot ? { dataRoot } : {}),
+    };
   }
 
   async observe(signal?: AbortSignal): Promise<ObservedWorkload[]> {
