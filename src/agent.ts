@@ -18,8 +18,8 @@ import { startMetricsServer } from './metrics/server.js';
 import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-stats.js';
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
-import { DockerRuntime } from './runtimes/docker/docker-runtime.js';
-import { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
+import { createRuntimes } from './runtimes/create-runtimes.js';
+import type { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
 import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
@@ -90,22 +90,14 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
-    if (config.docker.enabled) {
-      this.runtimes.push(new DockerRuntime({ socketPath: config.docker.socketPath, nodeId: this.nodeId, namePrefix: config.docker.namePrefix, logger }));
-    }
-    if (config.libvirt.enabled) {
-      const lv = config.libvirt;
-      this.libvirt = new LibvirtRuntime({
-        ...lv,
-        storageDir: lv.storageDir === undefined ? undefined : resolve(lv.storageDir),
-        nodeId: this.nodeId,
-        stateDir,
-        logger,
-        secrets: storeVmSecrets(this.store),
-        onVmChange: () => this.reporter?.markDirty(),
-      });
-      this.runtimes.push(this.libvirt);
-    }
+    const built = createRuntimes(config, {
+      nodeId: this.nodeId,
+      stateDir,
+      logger,
+      libvirt: { secrets: storeVmSecrets(this.store), onVmChange: () => this.reporter?.markDirty() },
+    });
+    this.runtimes = built.runtimes;
+    this.libvirt = built.libvirt;
     this.closers.push(async () => {
       for (const rt of this.runtimes) await rt.close?.();
     });
@@ -338,7 +330,12 @@ export class Agent {
     return computeReadiness({
       now: Date.now(),
       store: { writable: this.store.writable },
-      runtimes: this.runtimes.map((rt) => ({ name: rt.name, health: this.health.get(rt.name) })),
+      // Docker is the node's primary runtime; libvirt only counts once a VM is desired.
+      runtimes: this.runtimes.map((rt) => ({
+        name: rt.name,
+        health: this.health.get(rt.name),
+        required: rt.name === 'docker' || (this.store.data.desired?.document.workloads.some((w) => rt.types.includes(w.type)) ?? false),
+      })),
       absentRuntimes: absent,
       lastPullSuccessAt: this.store.data.sync.lastSuccessAt,
       lastPullError: this.store.data.sync.lastError,

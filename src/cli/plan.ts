@@ -4,8 +4,7 @@ import { resolveNodeIdReadOnly } from '../identity/node-id.js';
 import { silentLogger } from '../log.js';
 import { observeRuntimes } from '../reconcile/loop.js';
 import { plan } from '../reconcile/planner.js';
-import { DockerRuntime } from '../runtimes/docker/docker-runtime.js';
-import type { Runtime } from '../runtimes/runtime.js';
+import { createRuntimes } from '../runtimes/create-runtimes.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import type { StoreData } from '../store/types.js';
 import { parseArgs, UsageError } from './args.js';
@@ -52,10 +51,8 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   }
   const stateDir = resolve(config.stateDir);
   const { nodeId } = await resolveNodeIdReadOnly({ ...(config.nodeId ? { override: config.nodeId } : {}), stateDir });
-  const runtimes: Runtime[] = [];
-  if (config.docker.enabled) {
-    runtimes.push(new DockerRuntime({ socketPath: config.docker.socketPath, nodeId, namePrefix: config.docker.namePrefix, logger: silentLogger() }));
-  }
+  // Only health() and observe() are called: neither writes anything.
+  const { runtimes } = createRuntimes(config, { nodeId, stateDir, logger: silentLogger() });
   const view = await observeRuntimes(runtimes, AbortSignal.timeout(30_000));
   for (const rt of runtimes) await rt.close?.();
   const records = await readStoreReadOnly(stateDir);

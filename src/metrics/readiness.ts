@@ -14,7 +14,7 @@ export interface ReadinessInput {
   now: number;
   store: { writable: boolean; lastError?: string | null };
   /** Runtimes this agent runs (enabled in config and built in), with their newest known health. */
-  runtimes: { name: string; health: HealthEntry | undefined }[];
+  runtimes: { name: string; health: HealthEntry | undefined; required?: boolean }[];
   /** Runtimes known to the agent but switched off or not built in, with why. */
   absentRuntimes: { name: string; reason: string }[];
   lastPullSuccessAt: string | null;
@@ -34,8 +34,10 @@ export function computeReadiness(input: ReadinessInput): Record<string, Readines
       ? { ok: true, reason: 'writable' }
       : { ok: false, reason: `last write failed${input.store.lastError ? `: ${input.store.lastError}` : ''}; retrying` },
   };
-  for (const { name, health } of input.runtimes) {
-    checks[name] = health ? { ok: health.up, reason: health.up ? 'up' : `down: ${health.reason}` } : { ok: false, reason: 'not checked yet' };
+  for (const { name, health, required = true } of input.runtimes) {
+    const check = health ? { ok: health.up, reason: health.up ? 'up' : `down: ${health.reason}` } : { ok: false, reason: 'not checked yet' };
+    // An optional runtime that nothing needs (libvirt on a container-only host) does not make the node unready.
+    checks[name] = !check.ok && !required ? { ok: true, reason: `${check.reason} (not required: no desired workload needs it)` } : check;
   }
   for (const { name, reason } of input.absentRuntimes) checks[name] ??= { ok: true, reason };
 

@@ -118,6 +118,15 @@ describe('computeReadiness', () => {
     assert.match(store.store?.reason ?? '', /ENOSPC/);
   });
 
+  it('a down runtime that no desired workload needs does not make the node unready', () => {
+    const down = { up: false, reason: 'RUNTIME_UNAVAILABLE: virsh not found', at: now };
+    const optional = computeReadiness({ ...base, runtimes: [{ name: 'libvirt', health: down, required: false }] });
+    assert.equal(optional.libvirt?.ok, true);
+    assert.match(optional.libvirt?.reason ?? '', /virsh not found.*not required/);
+    const needed = computeReadiness({ ...base, runtimes: [{ name: 'libvirt', health: down, required: true }] });
+    assert.equal(needed.libvirt?.ok, false);
+  });
+
   it('wants a successful pull younger than three poll intervals (plus a long-poll hold)', () => {
     assert.equal(pullMaxAgeMs(30, 0), 90_000);
     assert.equal(pullMaxAgeMs(30, 60), 150_000);
