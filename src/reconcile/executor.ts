@@ -20,6 +20,7 @@ import {
   withSuccess,
 } from './records.js';
 import type { Step, StepKind } from './steps.js';
+import { abortReason, raceAbort } from '../util/abort.js';
 
 /**
  * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
@@ -90,13 +91,6 @@ function recordOf(ctx: StepContext, step: Step): WorkloadRecord {
   throw new WorkloadError('INTERNAL', `no record and no workload for ${step.workloadId}`);
 }
 
-function abortReason(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  if (reason instanceof Error) return reason;
-  const err = new Error('The operation was aborted');
-  err.name = 'AbortError';
-  return err;
-}
 
 /**
  * A step whose signal fired (shutdown, or the stuck watchdog took the workload over) writes no more:
@@ -266,30 +260,6 @@ class StuckAbort extends Error {
   }
 }
 
-/** Settles with `p`, or rejects as soon as `signal` aborts; `p` may go on alone (its writes are refused). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    p.catch(() => undefined);
-    return Promise.reject(abortReason(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      p.catch(() => undefined);
-      reject(abortReason(signal));
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
 
 /** Runs a plan's steps: frees before it claims, bounded concurrency, one step per workload at a time. */
 export class Executor {

@@ -19,6 +19,7 @@ import {
 import { containerName, toCreateOptions } from './container-config.js';
 import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
 import { mapLimit, usageFromDockerStats } from './usage.js';
+import { abortReason, raceAbort } from '../../util/abort.js';
 
 export interface DockerRuntimeOptions {
   /** Unix socket of the Docker Engine, e.g. /var/run/docker.sock. */
@@ -69,32 +70,7 @@ function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
   return signal ? AbortSignal.any([signal, AbortSignal.timeout(ms)]) : AbortSignal.timeout(ms);
 }
 
-function abortError(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  if (reason instanceof Error) return reason;
-  const err = new Error('The operation was aborted');
-  err.name = 'AbortError';
-  return err;
-}
 
-/** Settles with `p`, or rejects as soon as `signal` aborts (for the few calls dockerode cannot abort). */
-function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
 
 /** An error in the shape dockerode gives, so translateDockerError reads stream errors like HTTP ones. */
 function engineError(message: string): Error {
@@ -289,15 +265,20 @@ export class DockerRuntime implements Runtime {
     };
   }
 
-  async observe(signal?: AbortSignal): Promise<ObservedWorkload[]> {
-    const s = withTimeout(signal, OBSERVE_TIMEOUT_MS);
-    const list = await this.call('list', () =>
+  /** Every container labelled as ours for this node: the one engine call behind observe() and usage(). */
+  private listOurs(signal: AbortSignal) {
+    return this.call('list', () =>
       this.docker.listContainers({
         all: true,
         filters: { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`] },
-        abortSignal: s,
+        abortSignal: signal,
       }),
     );
+  }
+
+  async observe(signal?: AbortSignal): Promise<ObservedWorkload[]> {
+    const s = withTimeout(signal, OBSERVE_TIMEOUT_MS);
+    const list = await this.listOurs(s);
     const out: ObservedWorkload[] = [];
     for (const c of list) {
       const labels = c.Labels ?? {};
@@ -335,13 +316,7 @@ export class DockerRuntime implements Runtime {
    */
   async usage(signal?: AbortSignal): Promise<WorkloadUsage[]> {
     const s = withTimeout(signal, OBSERVE_TIMEOUT_MS);
-    const list = await this.call('list', () =>
-      this.docker.listContainers({
-        all: true,
-        filters: { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`] },
-        abortSignal: s,
-      }),
-    );
+    const list = await this.listOurs(s);
     const ours = list.filter((c) => {
       const type = c.Labels?.[LABELS.type];
       return (type === undefined || type === 'container') && (c.Labels?.[LABELS.workloadId] ?? '') !== '';
@@ -429,12 +404,12 @@ export class DockerRuntime implements Runtime {
         if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
           // Kept listening for 'error' after followProgress lets go, so a late one cannot crash the process.
           stream.on('error', () => undefined);
-          (stream as NodeJS.ReadableStream & { destroy(err?: Error): void }).destroy(abortError(signal));
+          (stream as NodeJS.ReadableStream & { destroy(err?: Error): void }).destroy(abortReason(signal));
         }
       };
       if (signal.aborted) {
         onAbort();
-        reject(abortError(signal));
+        reject(abortReason(signal));
         return;
       }
       signal.addEventListener('abort', onAbort, { once: true });
@@ -442,7 +417,7 @@ export class DockerRuntime implements Runtime {
         stream,
         (err: Error | null) => {
           signal.removeEventListener('abort', onAbort);
-          if (signal.aborted) reject(abortError(signal));
+          if (signal.aborted) reject(abortReason(signal));
           else if (err) reject(err);
           else if (streamError !== undefined) reject(engineError(streamError));
           else resolve();
