@@ -124,6 +124,7 @@ export class Agent {
         }),
       },
     );
+    this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
     const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty });

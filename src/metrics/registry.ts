@@ -143,6 +143,12 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
       this.set((sources.store?.().lastWriteMs ?? 0) / 1000);
     },
   });
+  const storeWriteDuration = new Histogram({
+    name: 'persys_store_write_duration_seconds',
+    help: 'Duration of state-file writes (serialise, write, fsync, rename).',
+    buckets: [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2],
+    registers,
+  });
   new Counter({
     name: 'persys_store_writes_total',
     help: 'State-file writes by result (ok, or error: retried with backoff).',
@@ -253,6 +259,7 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
     desiredGeneration,
     reconcileRuns,
     reconcileDuration,
+    storeWriteDuration,
     steps,
     errors,
     statusReports,

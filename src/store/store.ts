@@ -226,6 +226,8 @@ export class Store {
   lastWriteMs = 0;
   /** Completed writes since open. */
   writes = 0;
+  /** Told the duration (ms) of every completed write, for the write-duration histogram. */
+  onWrite: ((ms: number) => void) | undefined;
   /** Failed writes since open (each is retried). */
   writeErrors = 0;
 
@@ -391,6 +393,7 @@ export class Store {
         () => {
           this.lastWriteMs = performance.now() - started;
           this.writes += 1;
+          this.onWrite?.(this.lastWriteMs);
           this.lastError = null;
           this.retryDelayMs = this.baseRetryDelayMs;
         },

@@ -164,6 +164,15 @@ describe('agent metrics registry', () => {
     assert.ok(value('process_resident_memory_bytes') !== undefined, 'default process metrics');
   });
 
+  it('records every store write in the write-duration histogram', async () => {
+    const m = createAgentMetrics({ nodeId: 'n', version: 'v' }, {});
+    m.storeWriteDuration.observe(0.004);
+    m.storeWriteDuration.observe(0.03);
+    const text = await m.registry.metrics();
+    assert.match(text, /persys_store_write_duration_seconds_count 2/);
+    assert.match(text, /persys_store_write_duration_seconds_bucket\{le="0.005"\} 1/);
+  });
+
   it('says +Inf seconds since the last successful pull before the first one', async () => {
     const m = createAgentMetrics({ nodeId: 'n', version: 'v' }, { lastPullSuccessAt: () => null });
     assert.match(await m.registry.metrics(), /^persys_desired_state_seconds_since_last_success \+Inf$/m);
