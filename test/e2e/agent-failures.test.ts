@@ -103,6 +103,8 @@ describe('failures end to end: evidence, status/retry over the local API, resets
         retry: { maxAttempts: 5, initialDelaySeconds: 0.5, maxDelaySeconds: 2 },
         metrics: { listen: 'off' },
         docker: { namePrefix: `t-${nodeId}-` },
+        // The missing-bind-source tests need host paths; the default policy denies them.
+        policy: { allowHostPaths: true },
       }),
     );
   });

@@ -63,6 +63,8 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...config,
     retry: { maxAttempts: 3, initialDelaySeconds: 0.05, maxDelaySeconds: 0.2, multiplier: 2 },
     reconcile: { ...config.reconcile, stuckSeconds: 60 },
+    // MOUNT_FAILED needs a host path to reach the engine; POLICY_DENIED tests override this.
+    policy: { ...config.policy, allowHostPaths: true },
     ...(opts.config as Partial<Config> | undefined),
   };
   const logger = silentLogger();

@@ -180,6 +180,27 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
     await assertNothingLeft(h, 'mnt');
   });
 
+  it('POLICY_DENIED: privileged, host network and host paths are refused before the engine sees them', async () => {
+    const strict = await startHarness({ prefix: 'test-errs-policy', config: { policy: { allowPrivileged: false, allowHostPaths: false, allowHostNetwork: false, allowedHostPathPrefixes: [] } } });
+    try {
+      const w = container('priv', {
+        command: ['sleep', '300'],
+        security: { privileged: true },
+        network: { mode: 'host' },
+        volumes: [{ type: 'bind', source: '/etc', target: '/host-etc', readOnly: true }],
+      });
+      await strict.apply([w]);
+      const r = strict.record('priv')!;
+      assert.equal(r.error?.code, 'POLICY_DENIED');
+      assert.equal(r.error?.transient, false);
+      assert.equal(r.retry.gaveUp, true);
+      for (const field of ['spec.security.privileged', 'spec.network.mode', 'spec.volumes[0].source']) assert.ok(r.error?.message.includes(field), field);
+      await assertNothingLeft(strict, 'priv');
+    } finally {
+      await strict.close();
+    }
+  });
+
   it('RUNTIME_UNAVAILABLE: an engine socket where nothing listens', async () => {
     const gone = await startHarness({ prefix: 'test-errs-gone', socketPath: '/nonexistent/persys-test/docker.sock' });
     try {
