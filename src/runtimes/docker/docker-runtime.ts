@@ -432,9 +432,6 @@ export class DockerRuntime implements Runtime {
 
   async create(workload: Workload, ctx: ApplyContext): Promise<ObservedWorkload> {
     const w = asContainer(workload);
-    const local = await this.imagePresent(w.spec.image, ctx.signal);
-    if (!local.present) await this.prepare(w, ctx);
-
     ctx.progress?.('Creating');
     if (ctx.nodeId !== this.nodeId) {
       // observe() filters on the runtime's node id; labelling with another would create an invisible container.
@@ -445,24 +442,45 @@ export class DockerRuntime implements Runtime {
     const requestedAt = Date.now();
     let container: Dockerode.Container;
     try {
-      container = await this.docker.createContainer({ ...opts, abortSignal: ctx.signal });
+      container = await this.createOnce(opts, ctx.signal);
     } catch (err) {
-      const e = translateDockerError(err, 'create');
-      // An aborted request may still have been carried out by the engine: look for it and take it away.
-      if (e.code === 'TIMEOUT') await this.removeOrphanOfCreate(name, ctx.specHash, requestedAt);
-      throw e;
+      // prepare() normally ran just before; the image may have been removed since (image GC, a
+      // person). Creating first and pulling only on "No such image" saves an inspect per container.
+      if (dockerStatusCode(err) !== 404 || !/no such image/i.test(dockerErrorMessage(err))) throw await this.createFailed(err, name, ctx.specHash, requestedAt);
+      await this.prepare(w, ctx);
+      ctx.progress?.('Creating');
+      try {
+        container = await this.createOnce(opts, ctx.signal);
+      } catch (again) {
+        throw await this.createFailed(again, name, ctx.specHash, requestedAt);
+      }
     }
+    this.logger.debug({ workloadId: w.id, containerId: container.id.slice(0, 12), name }, 'created container');
+    // Everything an observation holds is known from the request: no inspect round trip.
+    return {
+      workloadId: w.id,
+      type: 'container',
+      runtime: 'docker',
+      runtimeId: container.id,
+      name,
+      revision: w.revision,
+      specHash: ctx.specHash,
+      state: 'created',
+      exitCode: null,
+      restartCount: 0,
+      createdAt: new Date(requestedAt).toISOString(),
+    };
+  }
 
-    try {
-      const observed = await this.inspectById(container.id, w.id, ctx.signal);
-      if (!observed) throw new WorkloadError('INTERNAL', `container ${name} (${container.id.slice(0, 12)}) vanished right after it was created`);
-      this.logger.debug({ workloadId: w.id, containerId: container.id.slice(0, 12), name }, 'created container');
-      return observed;
-    } catch (err) {
-      // "On failure nothing is left behind": the container exists, the step did not succeed.
-      await this.forceRemove(container.id, w.id);
-      throw translateDockerError(err, 'inspect');
-    }
+  private createOnce(opts: Dockerode.ContainerCreateOptions, signal: AbortSignal): Promise<Dockerode.Container> {
+    return this.docker.createContainer({ ...opts, abortSignal: signal });
+  }
+
+  private async createFailed(err: unknown, name: string, specHash: string, requestedAt: number): Promise<WorkloadError> {
+    const e = translateDockerError(err, 'create');
+    // An aborted request may still have been carried out by the engine: look for it and take it away.
+    if (e.code === 'TIMEOUT') await this.removeOrphanOfCreate(name, specHash, requestedAt);
+    return e;
   }
 
   /** Best-effort removal on a failure path, with its own deadline because the caller's signal may be spent. */
