@@ -16,8 +16,7 @@
  *   TIMEOUT               a pull from a registry that accepts TCP and never answers, under a short deadline
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { request } from 'node:http';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,8 +32,7 @@ import type { ContainerWorkload } from '../../src/spec/desired-state.js';
 import { waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { container, rawCreateMessage, rawEngine, startFakeRegistry, startHarness, type Harness } from '../helpers/failure-harness.js';
-import { privateDockerdSkipReason } from '../helpers/private-dockerd.js';
-import { OwnedProcess } from '../helpers/prometheus.js';
+import { privateDockerdSkipReason, startPrivateDockerd, type PrivateDockerd } from '../helpers/private-dockerd.js';
 
 const exec = promisify(execFile);
 const skip = await requireEngine('docker');
@@ -303,56 +301,9 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
   });
 });
 
-function ping(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path: '/_ping', timeout: 2_000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode === 200));
-    });
-    req.on('error', () => resolve(false));
-    req.on('timeout', () => req.destroy());
-    req.end();
-  });
-}
-
-/**
- * A private dockerd in its OWN network namespace (`unshare --net`): with --bridge=none dockerd deletes
- * the interface named docker0 wherever it runs (moby's removeDefaultBridgeInterface), which in the
- * host namespace would take the shared engine's bridge away. Its data root is a 32 MiB tmpfs.
- */
-async function startIsolatedDockerd(dir: string): Promise<{ socketPath: string; proc: OwnedProcess }> {
-  const socketPath = join(dir, 'd.sock');
-  const ns = `persys-test-nospace-${process.pid}`;
-  const child = spawn(
-    'unshare',
-    [
-      '--net',
-      '--',
-      'dockerd',
-      `--host=unix://${socketPath}`,
-      `--data-root=${join(dir, 'data')}`,
-      `--exec-root=${join(dir, 'exec')}`,
-      `--pidfile=${join(dir, 'd.pid')}`,
-      `--containerd-namespace=${ns}`,
-      `--containerd-plugins-namespace=${ns}-plugins`,
-      '--bridge=none',
-      '--iptables=false',
-      '--ip-masq=false',
-      '--ip6tables=false',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  const proc = new OwnedProcess(child, 'isolated dockerd');
-  await waitFor('isolated dockerd answers', async () => {
-    if (proc.exited) throw new Error(`dockerd exited:\n${proc.log()}`);
-    return ping(socketPath);
-  }, 60_000, 250);
-  return { socketPath, proc };
-}
-
 describe('NO_SPACE on a private dockerd with a full data root', { skip: skip || (await privateDockerdSkipReason()), timeout: 180_000 }, () => {
   let dir: string;
-  let d: { socketPath: string; proc: OwnedProcess } | undefined;
+  let d: PrivateDockerd | undefined;
   let mounted = false;
   const nodeId = testNodeId('test-nospace');
 
@@ -362,13 +313,14 @@ describe('NO_SPACE on a private dockerd with a full data root', { skip: skip || 
     await mkdir(join(dir, 'exec'), { recursive: true });
     await exec('mount', ['-t', 'tmpfs', '-o', 'size=32m', 'tmpfs', join(dir, 'data')]);
     mounted = true;
-    d = await startIsolatedDockerd(dir);
+    // Its own network namespace (see private-dockerd.ts); its data root is the 32 MiB tmpfs mounted above.
+    d = await startPrivateDockerd(dir);
     // The test image, from the shared engine into the private one.
     await exec('sh', ['-c', `docker save persys-test/busybox:1 | docker -H unix://${d.socketPath} load`]);
   });
 
   after(async () => {
-    await d?.proc.stop('SIGTERM', 30_000).catch(() => undefined);
+    await d?.stop().catch(() => undefined);
     if (mounted) await exec('umount', ['-l', join(dir, 'data')]).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   });
