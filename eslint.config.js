@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'schemas/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'schemas/**', '.test-tmp/**', '.persys-agent/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
