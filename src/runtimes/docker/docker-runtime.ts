@@ -1,6 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 
-import Dockerode from 'dockerode';
+import type Dockerode from 'dockerode';
+import DockerClient from './dockerode.js';
 
 import { WorkloadError } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
@@ -202,7 +203,7 @@ export class DockerRuntime implements Runtime {
 
   constructor(opts: DockerRuntimeOptions) {
     this.socketPath = opts.socketPath;
-    this.docker = new Dockerode({ socketPath: opts.socketPath });
+    this.docker = new DockerClient({ socketPath: opts.socketPath });
     this.nodeId = opts.nodeId;
     this.namePrefix = opts.namePrefix;
     this.logger = opts.logger.child({ runtime: 'docker' });
