@@ -1,11 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
-
-export interface ReadinessCheck {
-  ok: boolean;
-  reason: string;
-}
+import type { ReadinessCheck } from './readiness.js';
 
 export interface MetricsServerDeps {
   registry: Registry;

@@ -19,10 +19,16 @@ export interface RuntimeHealth {
  * Counters are cumulative since the engine object was created (they restart with a recreate);
  * a field the engine does not report is left out.
  */
-export interface WorkloadUsage {
+export interface WorkloadUsage extends UsageCounters {
   workloadId: string;
   type: WorkloadType;
   runtimeId: string;
+  /** Restarts done by the engine (restart policy). */
+  restarts?: number;
+}
+
+/** The counters every runtime can report for one workload; absent when the engine does not say. */
+export interface UsageCounters {
   cpuSeconds?: number;
   /** Memory in use now, bytes (working set: page cache that can be dropped is not counted). */
   memoryBytes?: number;
@@ -30,8 +36,6 @@ export interface WorkloadUsage {
   networkTransmitBytes?: number;
   blockReadBytes?: number;
   blockWriteBytes?: number;
-  /** Restarts done by the engine (restart policy). */
-  restarts?: number;
 }
 
 /** What a runtime sees of one workload we own. Built from labels / domain metadata, one engine call for all. */

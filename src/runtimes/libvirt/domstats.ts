@@ -4,6 +4,7 @@
  * both mapped onto our ActualState.
  */
 import type { ActualState } from '../../spec/status-report.js';
+import type { UsageCounters } from '../runtime.js';
 
 export type DomStats = Map<string, Map<string, string>>;
 
@@ -79,14 +80,7 @@ export function mapDomainState(s: DomainState): ActualState {
   }
 }
 
-export interface DomainUsage {
-  cpuSeconds?: number;
-  memoryBytes?: number;
-  networkReceiveBytes?: number;
-  networkTransmitBytes?: number;
-  blockReadBytes?: number;
-  blockWriteBytes?: number;
-}
+export type DomainUsage = UsageCounters;
 
 function num(v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
