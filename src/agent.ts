@@ -165,6 +165,7 @@ export class Agent {
       httpClient: http,
       maxBodyBytes: config.source.maxBodyBytes,
       timeoutMs: config.source.timeoutSeconds * 1000,
+      logger,
     });
     const poller = new SourcePoller({
       source: {
@@ -258,7 +259,8 @@ export class Agent {
       return;
     }
     const hadError = this.store.data.sync.lastError !== null;
-    this.store.setSync({ lastPullAt: now, lastSuccessAt: now, lastError: null });
+    if (r.kind === 'not-modified' && !hadError) this.store.noteSync({ lastPullAt: now, lastSuccessAt: now });
+    else this.store.setSync({ lastPullAt: now, lastSuccessAt: now, lastError: null });
     if (r.kind === 'not-modified') {
       this.metrics.pulls.inc({ result: '304' });
       if (hadError) this.reporter.markDirty();

@@ -362,6 +362,16 @@ export class Store {
     });
   }
 
+  /**
+   * Like setSync, but without scheduling a write: the values ride along with the next one. For
+   * pull timestamps on an unchanged poll (a 304 every interval), which are only read live and
+   * would otherwise cost a full, fsynced rewrite of the state file each poll.
+   */
+  noteSync(partial: Pick<Partial<SyncState>, 'lastPullAt' | 'lastSuccessAt'>): void {
+    if (this.closed) throw new Error('store is closed');
+    Object.assign(this.low.data.sync, partial);
+  }
+
   /** The next status-report sequence number; persisted so `seq` keeps growing across restarts. */
   nextSeq(): number {
     let seq = 0;

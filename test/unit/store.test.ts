@@ -162,6 +162,21 @@ describe('Store', () => {
     await s.close();
   });
 
+  it('noteSync changes pull timestamps in memory without a write; the next write carries them', async () => {
+    const dir = newDir();
+    const s = await open(dir);
+    await s.flush();
+    const w = s.writes;
+    s.noteSync({ lastPullAt: 'p1', lastSuccessAt: 'p1' });
+    assert.equal(s.data.sync.lastSuccessAt, 'p1');
+    await s.flush();
+    assert.equal(s.writes, w, 'no write for timestamps alone');
+    s.setRecord(record('web'));
+    await s.flush();
+    assert.equal(((await readState(dir)) as { sync: { lastPullAt: string } }).sync.lastPullAt, 'p1');
+    await s.close();
+  });
+
   it('flush waits for pending writes and is a no-op when clean', async () => {
     const dir = newDir();
     const s = await open(dir);
