@@ -469,7 +469,7 @@ describe('SourcePoller', { skip, timeout: 120_000 }, () => {
       await new Promise((r) => setTimeout(r, 1100)); // held for more than a second
       fleet.setDocument(node, doc(node, 2));
       await waitUntil(() => h.stored.generation === 2, 5000, 'generation 2');
-      // Held >= 1 s, so the poller re-issued the long-poll at once, without a trigger.
+      // The answer carried Preference-Applied, so the poller re-issued the long-poll at once, without a trigger.
       await waitUntil(() => fleet.heldRequests() === 1, 5000, 'the next held long-poll');
       await new Promise((r) => setTimeout(r, 1100));
       fleet.setDocument(node, doc(node, 3));
