@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { jitteredWaitSeconds, serverHoldsRequests, SourcePoller } from '../../src/sync/poller.js';
 import { parsePreferenceAppliedWait, type PullOptions, type PullResult } from '../../src/sync/source.js';
 import { SourceError } from '../../src/errors/index.js';
+import type { DesiredStateDocument } from '../../src/spec/desired-state.js';
 
 /** A fake source: each pull takes `delayMs` and answers `answer()`; records the wait asked for. */
 function fakeSource(delayMs: number, answer: () => PullResult) {
@@ -55,11 +56,11 @@ describe('long-poll: Preference-Applied, not timing', () => {
   });
 
   it('a 200 with Preference-Applied is also re-polled at once; a 200 without it waits the interval', async () => {
-    const doc = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: 1, workloads: [] } as const;
-    const held = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc, waitApplied: 30 }) as PullResult);
+    const doc: DesiredStateDocument = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: 1, workloads: [] };
+    const held = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc, waitApplied: 30 }));
     await runFor(poller(held, 30), 700);
     assert.ok(held.asked.length >= 2, `held pulls: ${held.asked.length}`);
-    const plain = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc }) as PullResult);
+    const plain = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc }));
     await runFor(poller(plain, 30), 700);
     assert.equal(plain.asked.length, 1);
   });
