@@ -19,17 +19,20 @@ nav a{margin-right:.8em;padding:.1em .5em;border-radius:3px;text-decoration:none
 nav a.on{background:#222;color:#fff}
 table{border-collapse:collapse;width:100%;margin-top:1em}
 th,td{text-align:left;padding:.35em .6em;border-bottom:1px solid #ddd;vertical-align:top}
-tr.node td:first-child{border-left:6px solid #999}
-tr.failing td:first-child{border-left-color:#d62728}
-tr.stale td:first-child{border-left-color:#ff7f0e}
-tr.behind td:first-child{border-left-color:#e7ba00}
-tr.ok td:first-child{border-left-color:#2ca02c}
+tr.node > td:first-child{border-left:6px solid #999}
+tr.failing > td:first-child{border-left-color:#d62728}
+tr.stale > td:first-child{border-left-color:#ff7f0e}
+tr.behind > td:first-child{border-left-color:#e7ba00}
+tr.ok > td:first-child{border-left-color:#2ca02c}
 .state{font-weight:600;text-transform:uppercase;font-size:.85em}
 .failing .state{color:#d62728}.stale .state{color:#ff7f0e}.behind .state{color:#a07c00}.ok .state{color:#2ca02c}
 code{background:#f4f4f4;padding:0 .25em;border-radius:2px}
 .err{color:#b00}
 details summary{cursor:pointer}
-.sub td{border-bottom:none;padding:.1em .6em}
+table.wl{margin:.4em 0 .6em;width:auto;font-size:.92em}
+table.wl td,table.wl th{border-bottom:1px solid #eee;padding:.15em .5em}
+tr.node > td:first-child{min-width:16em}
+details[open]{min-width:32em}
 `;
 
 const SCRIPT = `
@@ -67,10 +70,11 @@ function nodeRows(n: NodeOverview, now: Date): string {
   const workloads = n.workloads
     .map(
       (w) =>
-        `<tr class="sub"><td></td><td>${escapeHtml(w.id)} <small>(${escapeHtml(w.type)})</small></td><td>${escapeHtml(w.phase)}</td>` +
-        `<td colspan="3">${w.errorCode !== null ? `<code>${escapeHtml(w.errorCode)}</code> ` : ''}${escapeHtml(w.message)}</td></tr>`,
+        `<tr${w.errorCode !== null ? ' class="err"' : ''}><td>${escapeHtml(w.id)}</td><td>${escapeHtml(w.type)}</td><td>${escapeHtml(w.phase)}</td>` +
+        `<td>${w.errorCode !== null ? `<code>${escapeHtml(w.errorCode)}</code> ` : ''}${escapeHtml(w.message)}</td></tr>`,
     )
     .join('');
+  const workloadTable = workloads === '' ? '<p>no workloads</p>' : `<table class="wl"><tr><th>workload</th><th>type</th><th>phase</th><th>message</th></tr>${workloads}</table>`;
   const detail = n.failing.map((f) => `<li><code>${escapeHtml(f.code)}</code> ${escapeHtml(f.id)} (${escapeHtml(f.phase)}): ${escapeHtml(f.message)}</li>`).join('');
   const sync = n.conditions.syncError === null ? '' : `<p class="err">sync: <code>${escapeHtml(n.conditions.syncError.code)}</code> ${escapeHtml(n.conditions.syncError.message)}</p>`;
   const cap = n.capacity === null ? '' : `<p>capacity: ${escapeHtml(Object.entries(n.capacity).map(([k, v]) => `${k}=${v}`).join(', '))}</p>`;
@@ -80,13 +84,13 @@ function nodeRows(n: NodeOverview, now: Date): string {
     `<td><details><summary><strong>${escapeHtml(n.nodeId)}</strong></summary>` +
     `<p>host ${escapeHtml(n.hostname ?? '-')}, agent ${escapeHtml(n.agentVersion ?? '-')}</p>${sync}${cap}` +
     (detail === '' ? '' : `<ul>${detail}</ul>`) +
+    workloadTable +
     `</details></td>` +
     `<td class="state">${escapeHtml(n.state)}</td>` +
     `<td>${escapeHtml(ago(n.lastSeenAt, now))}</td>` +
     `<td>${escapeHtml(gen)}${n.behind ? ' <strong>behind</strong>' : ''}</td>` +
     `<td>${phases || '-'}${failing}</td>` +
     `<td>${runtimes || '-'}</td></tr>` +
-    workloads +
     `</tbody>`
   );
 }
