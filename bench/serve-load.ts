@@ -48,7 +48,7 @@ let serveProc: ChildProcess | undefined;
 let nginxStop: (() => Promise<void>) | undefined;
 let workDir: string | undefined;
 const stopping = new AbortController();
-setMaxListeners(CLIENTS + 100, stopping.signal);
+setMaxListeners(4 * CLIENTS + 1000, stopping.signal);
 
 async function cleanup(): Promise<void> {
   stopping.abort();
@@ -326,7 +326,7 @@ async function main(): Promise<void> {
     return [master, ...(await childrenOf(master))];
   };
   const staticStop = new AbortController();
-  setMaxListeners(CLIENTS + 100, staticStop.signal);
+  setMaxListeners(4 * CLIENTS + 1000, staticStop.signal);
   const nginxDispatcher = new Agent({ connections: CLIENTS + 200, connect: { ca, timeout: 30_000 }, keepAliveTimeout: 120_000 });
   for (const c of clients) {
     c.etag = null;

@@ -82,6 +82,7 @@ class HttpError extends Error {
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const { store, tokens, logger } = opts;
   const held = new HeldRequests(opts.maxHeld);
+  let closing = false;
   const nodesByState = async (): Promise<Record<NodeState, number>> => {
     const counts = Object.fromEntries(NODE_STATES.map((s) => [s, 0])) as Record<NodeState, number>;
     for (const n of await overview()) counts[n.state]++;
@@ -209,6 +210,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     const wait = Math.min(asked, opts.maxWaitSeconds);
     const ifNoneMatch = header(req, 'if-none-match');
     const answer = (holding: boolean) => {
+      // Shutting down: this connection will not be reused; the agent reconnects (to another instance).
+      if (closing) res.setHeader('connection', 'close');
       res.setHeader('vary', 'Prefer');
       res.setHeader('cache-control', 'no-cache');
       // Said on every answer to a wait request, so the agent knows at once that this server holds
@@ -363,6 +366,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     held,
     metrics,
     async close() {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Held requests end as if their wait had passed, with Connection: close, so each agent asks
       // again at once (another instance behind the load balancer, or this one when it is back).
