@@ -14,6 +14,7 @@ import { NODE_ID_PATTERN } from '../spec/desired-state.js';
 import type { StatusReport } from '../spec/status-report.js';
 import {
   DEFAULT_HISTORY,
+  DocumentCache,
   generationOf,
   historyEntry,
   strongEtag,
@@ -36,9 +37,8 @@ interface StatusFile {
 export class DirStore implements FleetStore {
   readonly #dir: string;
   readonly #historyLimit: number;
-  readonly #docs = new Map<string, StoredDocument>();
+  readonly #docs = new DocumentCache();
   readonly #reports = new Map<string, StatusFile>();
-  readonly #listeners: Array<(nodeId: string) => void> = [];
   readonly #pending = new Map<string, NodeJS.Timeout>();
   #watcher: FSWatcher | undefined;
   /** Writes to one node's status file are chained, so two reports never race on the rename. */
@@ -91,11 +91,11 @@ export class DirStore implements FleetStore {
   }
 
   documentNodeIds(): string[] {
-    return [...this.#docs.keys()];
+    return this.#docs.ids();
   }
 
   onDocumentChanged(listener: (nodeId: string) => void): void {
-    this.#listeners.push(listener);
+    this.#docs.onChanged(listener);
   }
 
   async putDocument(nodeId: string, body: Buffer, generation: number): Promise<PutDocumentResult> {
@@ -106,7 +106,7 @@ export class DirStore implements FleetStore {
     const etag = strongEtag(body);
     if (current?.etag === etag) return { ok: true, etag, unchanged: true };
     await writeAtomic(join(this.nodesDir, `${nodeId}.json`), body);
-    this.#set(nodeId, { body, etag, generation, updatedAt: new Date().toISOString() });
+    this.#docs.set(nodeId, { body, etag, generation, updatedAt: new Date().toISOString() });
     return { ok: true, etag, unchanged: false };
   }
 
@@ -131,12 +131,6 @@ export class DirStore implements FleetStore {
     return this.#reports.get(nodeId)?.history ?? [];
   }
 
-  #set(nodeId: string, doc: StoredDocument): void {
-    const before = this.#docs.get(nodeId)?.etag;
-    this.#docs.set(nodeId, doc);
-    if (before !== doc.etag) for (const l of this.#listeners) l(nodeId);
-  }
-
   #schedule(filename: string): void {
     const nodeId = nodeIdOfFile(filename);
     if (nodeId === undefined) return;
@@ -157,12 +151,12 @@ export class DirStore implements FleetStore {
       body = await readFile(join(this.nodesDir, `${nodeId}.json`));
     } catch {
       // Removed: the node keeps getting 404; the agent keeps its last good state (never "delete all").
-      if (this.#docs.delete(nodeId)) for (const l of this.#listeners) l(nodeId);
+      this.#docs.delete(nodeId);
       return;
     }
     const etag = strongEtag(body);
     if (this.#docs.get(nodeId)?.etag === etag) return;
-    this.#set(nodeId, { body, etag, generation: generationOf(body), updatedAt: new Date().toISOString() });
+    this.#docs.set(nodeId, { body, etag, generation: generationOf(body), updatedAt: new Date().toISOString() });
   }
 
   async #rescan(): Promise<void> {

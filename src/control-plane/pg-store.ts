@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { StatusReport } from '../spec/status-report.js';
 import {
   DEFAULT_HISTORY,
+  DocumentCache,
   historyEntry,
   strongEtag,
   type FleetStore,
@@ -60,8 +61,7 @@ export class PgStore implements FleetStore {
   readonly #url: string;
   readonly #historyLimit: number;
   readonly #logger: Logger | undefined;
-  readonly #docs = new Map<string, StoredDocument>();
-  readonly #listeners: Array<(nodeId: string) => void> = [];
+  readonly #docs = new DocumentCache();
   #listener: pg.Client | undefined;
   #closed = false;
   #reconnect: NodeJS.Timeout | undefined;
@@ -101,11 +101,11 @@ export class PgStore implements FleetStore {
   }
 
   documentNodeIds(): string[] {
-    return [...this.#docs.keys()];
+    return this.#docs.ids();
   }
 
   onDocumentChanged(listener: (nodeId: string) => void): void {
-    this.#listeners.push(listener);
+    this.#docs.onChanged(listener);
   }
 
   async putDocument(nodeId: string, body: Buffer, generation: number): Promise<PutDocumentResult> {
@@ -139,7 +139,7 @@ export class PgStore implements FleetStore {
       client.release();
     }
     // Our own notification will also arrive; setting it now makes the answer and the cache agree at once.
-    this.#set(nodeId, { body, etag, generation, updatedAt: new Date().toISOString() });
+    this.#docs.set(nodeId, { body, etag, generation, updatedAt: new Date().toISOString() });
     return { ok: true, etag, unchanged: false };
   }
 
@@ -175,12 +175,6 @@ export class PgStore implements FleetStore {
     return res.rows.map((r) => r.entry);
   }
 
-  #set(nodeId: string, doc: StoredDocument): void {
-    const before = this.#docs.get(nodeId)?.etag;
-    this.#docs.set(nodeId, doc);
-    if (before !== doc.etag) for (const l of this.#listeners) l(nodeId);
-  }
-
   async #listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.#url });
     client.on('error', (err) => {
@@ -212,7 +206,7 @@ export class PgStore implements FleetStore {
 
   async #reloadAll(): Promise<void> {
     const res = await this.#pool.query<DocRow>('SELECT node_id, body, etag, generation, updated_at FROM persys_documents');
-    for (const r of res.rows) this.#set(r.node_id, rowToDoc(r));
+    for (const r of res.rows) this.#docs.set(r.node_id, rowToDoc(r));
   }
 
   async #reloadOne(nodeId: string): Promise<void> {
@@ -220,8 +214,8 @@ export class PgStore implements FleetStore {
       const res = await this.#pool.query<DocRow>('SELECT node_id, body, etag, generation, updated_at FROM persys_documents WHERE node_id = $1', [nodeId]);
       const row = res.rows[0];
       if (row === undefined) {
-        if (this.#docs.delete(nodeId)) for (const l of this.#listeners) l(nodeId);
-      } else this.#set(nodeId, rowToDoc(row));
+        this.#docs.delete(nodeId);
+      } else this.#docs.set(nodeId, rowToDoc(row));
     } catch (err) {
       this.#logger?.warn({ err: err instanceof Error ? err.message : String(err), nodeId }, 'postgres: reloading a published document failed');
     }

@@ -61,6 +61,41 @@ export interface FleetStore {
   onDocumentChanged(listener: (nodeId: string) => void): void;
 }
 
+/**
+ * The in-memory documents both stores serve from, and the change listeners: a listener hears a
+ * node only when its ETag really changed (or its document went away).
+ */
+export class DocumentCache {
+  readonly #docs = new Map<string, StoredDocument>();
+  readonly #listeners: Array<(nodeId: string) => void> = [];
+
+  get(nodeId: string): StoredDocument | undefined {
+    return this.#docs.get(nodeId);
+  }
+
+  ids(): string[] {
+    return [...this.#docs.keys()];
+  }
+
+  onChanged(listener: (nodeId: string) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  set(nodeId: string, doc: StoredDocument): void {
+    const before = this.#docs.get(nodeId)?.etag;
+    this.#docs.set(nodeId, doc);
+    if (before !== doc.etag) this.#notify(nodeId);
+  }
+
+  delete(nodeId: string): void {
+    if (this.#docs.delete(nodeId)) this.#notify(nodeId);
+  }
+
+  #notify(nodeId: string): void {
+    for (const l of this.#listeners) l(nodeId);
+  }
+}
+
 export function strongEtag(body: Buffer): string {
   return `"sha256-${createHash('sha256').update(body).digest('hex')}"`;
 }
