@@ -164,7 +164,7 @@ describe('DesiredStateSource over HTTPS', { skip, timeout: 120_000 }, () => {
     const started = Date.now();
     const r = await source.pull(pullOpts(node, { currentEtag: etag, storedGeneration: 1, waitSeconds: 1 }));
     const took = Date.now() - started;
-    assert.deepEqual(r, { kind: 'not-modified' });
+    assert.deepEqual(r, { kind: 'not-modified', waitApplied: 1 }, 'a held answer says so (Preference-Applied)');
     assert.ok(took >= 900 && took < 5000, `held ${took} ms`);
     assert.equal(calls.n, 0);
   });
