@@ -349,23 +349,26 @@ export async function startOciRegistry(opts: OciRegistryOptions): Promise<OciReg
     },
     async removePulledImages() {
       const removed: string[] = [];
-      const list = await docker.listImages({ all: true });
-      for (const img of list) {
-        const refs = [...(img.RepoTags ?? []), ...(img.RepoDigests ?? [])].filter((r) => r !== '<none>:<none>' && r !== '<none>@<none>');
-        // Only images every ref of which names this registry: a shared image (same content as a
-        // local tag) is only untagged, so nothing another test uses goes.
+      const failed: string[] = [];
+      const remove = async (ref: string, noprune: boolean): Promise<void> => {
+        try {
+          await docker.getImage(ref).remove({ noprune });
+          removed.push(ref);
+        } catch (err) {
+          // Removing a tag can take the digest ref of the same repository with it.
+          if ((err as { statusCode?: number }).statusCode !== 404) failed.push(`${ref}: ${err instanceof Error ? err.message : String(err)}`);
+        }
+      };
+      for (const img of await docker.listImages({ all: true })) {
+        const refs = [...(img.RepoTags ?? []), ...(img.RepoDigests ?? [])].filter((r) => !r.startsWith('<none>'));
+        // Only images every ref of which names this registry go; a shared image (the same content
+        // as a local tag another test uses) only loses this registry's refs.
         const ours = refs.filter(mine);
         if (ours.length === 0) continue;
-        if (ours.length === refs.length) {
-          await docker.getImage(img.Id).remove({ force: false, noprune: false });
-          removed.push(img.Id);
-        } else {
-          for (const t of ours) {
-            await docker.getImage(t).remove({ noprune: true });
-            removed.push(t);
-          }
-        }
+        if (ours.length === refs.length) await remove(img.Id, false);
+        else for (const r of ours) await remove(r, true);
       }
+      if (failed.length > 0) throw new Error(`could not remove pulled images: ${failed.join('; ')}`);
       return removed;
     },
     async close() {
