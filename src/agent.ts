@@ -222,7 +222,8 @@ export class Agent {
           return rec ? this.buildReport(this.store.data.reporter.seq).workloads.find((w) => w.id === id) ?? { id } : undefined;
         },
         sync: async () => {
-          poller.triggerNow();
+          // Answers after the pull this request caused and a cycle that started after it.
+          await poller.pullNow();
           await this.loop.trigger('sync requested', signal);
           return { synced: true, observedGeneration: this.store.data.desired?.document.generation ?? null };
         },
