@@ -64,7 +64,7 @@ export const configSchema = v.strictObject({
         concurrency: v.pipe(v.optional(int('reconcile.concurrency', 1, 64), 4), d('Steps in flight at once.')),
         stuckSeconds: v.pipe(
           v.optional(seconds('reconcile.stuckSeconds', 1, 86400), 300),
-          d('A step still in a transitional phase (Pulling, Creating, Starting, Removing) after this long is stuck: it is aborted and recovered (stop, start again), else removed and marked Failed (STUCK).'),
+          d('A step that makes no progress for this long (no phase change, no image-pull progress event: a pull that keeps receiving bytes is never stuck) is stuck: it is aborted and recovered (stop, start again), else removed and marked Failed (STUCK).'),
         ),
       }),
       {},

@@ -22,6 +22,7 @@ import {
 import type { Step, StepKind } from './steps.js';
 import { abortReason, raceAbort } from '../util/abort.js';
 import { assertPolicy } from '../policy/container-policy.js';
+import { ProgressWatchdog } from './progress-watchdog.js';
 
 /**
  * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
@@ -64,6 +65,8 @@ interface StepContext {
   signal: AbortSignal;
   now: () => Date;
   pauseAfterCreateMs: number;
+  /** Tells the stuck watchdog the step moved (a record write, a pull progress event). */
+  progressed: () => void;
 }
 
 type StepExecutor = (step: Step, ctx: StepContext) => Promise<void>;
@@ -99,6 +102,7 @@ function recordOf(ctx: StepContext, step: Step): WorkloadRecord {
  */
 function save(ctx: StepContext, r: WorkloadRecord): void {
   if (ctx.signal.aborted) throw abortReason(ctx.signal);
+  ctx.progressed();
   ctx.deps.store.setRecord(r);
   ctx.deps.onRecordChange?.();
 }
@@ -110,7 +114,7 @@ function syncDesired(r: WorkloadRecord, w: Workload, specHash: string): Workload
 }
 
 function applyContext(ctx: StepContext, specHash: string, onPhase: (p: 'Pulling' | 'Creating' | 'Starting') => void): ApplyContext {
-  return { nodeId: ctx.deps.nodeId, specHash, signal: ctx.signal, progress: onPhase };
+  return { nodeId: ctx.deps.nodeId, specHash, signal: ctx.signal, progress: onPhase, heartbeat: ctx.progressed };
 }
 
 /** Creates (and starts, when desired running) a workload; on any failure nothing is left behind. */
@@ -315,16 +319,16 @@ export class Executor {
   }
 
   /**
-   * Runs one step under the stuck watchdog: a step still going after reconcile.stuckSeconds is
-   * aborted and handed to recoverStuck(). The race means an engine call that ignores its signal
-   * cannot hold the workload (or the cycle) hostage; it can no longer write the record either.
+   * Runs one step under the stuck watchdog: a step that made no progress (no phase change, no pull
+   * progress event) for reconcile.stuckSeconds is aborted and handed to recoverStuck(); one that keeps
+   * moving runs as long as it needs. The race means an engine call that ignores its signal cannot
+   * hold the workload (or the cycle) hostage; it can no longer write the record either.
    */
   private async runStep(step: Step, signal: AbortSignal): Promise<StepResult> {
     const stuckSeconds = this.deps.config.reconcile.stuckSeconds;
-    const watchdog = new AbortController();
-    const timer = setTimeout(() => watchdog.abort(new StuckAbort(stuckSeconds)), stuckSeconds * 1000);
+    const watchdog = new ProgressWatchdog(stuckSeconds, () => new StuckAbort(stuckSeconds));
     const stepSignal = AbortSignal.any([signal, watchdog.signal]);
-    const ctx: StepContext = { deps: this.deps, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs };
+    const ctx: StepContext = { deps: this.deps, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs, progressed: () => watchdog.touch() };
     const started = performance.now();
     this.inFlight.set(step.workloadId, { kind: step.kind, since: Date.now() });
     try {
@@ -344,7 +348,7 @@ export class Executor {
       if (!signal.aborted) this.recordFailure(step, err);
       return { step, ok: false, error: err, durationMs: performance.now() - started };
     } finally {
-      clearTimeout(timer);
+      watchdog.dispose();
       this.inFlight.delete(step.workloadId);
     }
   }
