@@ -71,6 +71,18 @@ export const configSchema = v.strictObject({
     ),
     d('The reconcile loop.'),
   ),
+  shutdown: v.pipe(
+    v.optional(
+      v.strictObject({
+        drainSeconds: v.pipe(
+          v.optional(seconds('shutdown.drainSeconds', 0, 85), 30),
+          d("On SIGTERM no new step starts; running steps may finish for this long, then they are aborted (an aborted create leaves nothing half made). At most 85, below systemd's 90 s stop timeout."),
+        ),
+      }),
+      {},
+    ),
+    d('Shutdown.'),
+  ),
   retry: v.pipe(
     v.optional(
       v.strictObject({

@@ -358,6 +358,7 @@ export class LibvirtRuntime implements Runtime {
     await mkdir(this.consoleDir, { recursive: true, mode: 0o700 });
 
     const made: string[] = [];
+    let defining = false;
     try {
       const disks = await this.prepareDisks(w, name, inputs.images, made, signal);
       const password = this.password(w);
@@ -388,10 +389,14 @@ export class LibvirtRuntime implements Runtime {
       const xmlPath = join(vmDir, 'domain.xml');
       await writeFile(xmlPath, xml, { mode: 0o600 });
       made.push(xmlPath);
+      defining = true;
       await this.virsh.run('define', ['define', xmlPath], signal);
       this.logger.debug({ workloadId: w.id, domain: name, uuid: def.uuid }, 'defined domain');
     } catch (err) {
-      // "On failure nothing is left behind": what this call made goes; disks it reused stay.
+      // "On failure nothing is left behind": what this call made goes; disks it reused stay. An
+      // aborted `virsh define` (shutdown) may still have been carried out by libvirtd: that domain
+      // goes first, so no domain is left defined without the disks it names.
+      if (defining) await this.undefineLeftover(name, ctx.specHash);
       for (const f of made.reverse()) await this.storage.removeVmFile(name, f).catch(() => undefined);
       throw err instanceof WorkloadError ? err : translateVirshError(err, 'define');
     }
@@ -400,6 +405,19 @@ export class LibvirtRuntime implements Runtime {
     if (!k?.ours) throw new WorkloadError('INTERNAL', `domain ${name} is not visible as ours right after it was defined`);
     if ((w.desiredState ?? 'running') === 'stopped') this.replacing.delete(w.id);
     return this.toObserved(k, { state: 'shut off', reason: 'unknown' });
+  }
+
+  /** Undefines `name` if it is ours with this spec hash (what a failed create just defined), with its own deadline. */
+  private async undefineLeftover(name: string, specHash: string): Promise<void> {
+    try {
+      const k = await this.domainInfo(name, withTimeout(undefined, this.timeoutMs), true);
+      if (!k?.ours || k.parsed.metadata?.labels[LABELS.specHash] !== specHash) return;
+      await this.virsh.raw(['undefine', name, '--nvram'], withTimeout(undefined, this.timeoutMs));
+      this.known.delete(name);
+      this.logger.info({ domain: name }, 'undefined the domain a failed or aborted create left');
+    } catch (err) {
+      this.logger.warn({ domain: name, err: err instanceof Error ? err.message : String(err) }, 'could not undefine the domain a failed create left');
+    }
   }
 
   /**
