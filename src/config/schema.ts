@@ -170,7 +170,7 @@ export const configSchema = v.strictObject({
       }),
       {},
     ),
-    d('Garbage collection.'),
+    d('Garbage collection. Not supported in this version: setting any gc.* key refuses to start (exit 2).'),
   ),
   resources: v.pipe(
     v.optional(
@@ -184,7 +184,7 @@ export const configSchema = v.strictObject({
             }),
             {},
           ),
-          d('Reserved for the host and not allocatable.'),
+          d('Reserved for the host and not allocatable. Not supported in this version: setting any resources.reserved.* key refuses to start (exit 2).'),
         ),
       }),
       {},
