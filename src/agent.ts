@@ -19,6 +19,7 @@ import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-s
 import { drainSteps } from './reconcile/drain.js';
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
+import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
 import type { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
 import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
@@ -50,6 +51,7 @@ export class Agent {
   /** Aborts running steps: only when the SIGTERM drain time is up (this.abort stops new ones). */
   private readonly stepAbort = new AbortController();
   private executor: Executor | undefined;
+  private runtimeLog: RuntimeAvailabilityLog | undefined;
   private readonly closers: (() => Promise<void> | void)[] = [];
   private loop!: ReconcileLoop;
   private reporter!: StatusReporter;
@@ -133,6 +135,7 @@ export class Agent {
     const markDirty = () => this.reporter?.markDirty();
     const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
     this.executor = executor;
+    this.runtimeLog = new RuntimeAvailabilityLog(logger);
     this.loop = new ReconcileLoop({
       store: this.store,
       runtimes: this.runtimes,
@@ -328,6 +331,7 @@ export class Agent {
     }
     const observedAt = Date.now() - s.durationMs;
     for (const [name, h] of s.view.health) this.health.update(name, h, observedAt);
+    this.runtimeLog?.note(s.view.health, this.runtimes, this.store.data.desired?.document.workloads ?? []);
   }
 
   private readiness() {
