@@ -195,6 +195,23 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     assert.equal(ctx.agent.lines.filter((l) => l.msg.startsWith('reconciled:')).length, 0, `no step was applied:\n${ctx.agent.dump()}`);
   });
 
+  it('a VM stopped while the agent is down starts again when the agent is back, also with the state dir reset to 0700', async (t) => {
+    assert.equal(await ctx.agent!.stop('SIGTERM'), 0);
+    await virsh('destroy', `${prefix}vm1`);
+    assert.match((await virsh('domstate', `${prefix}vm1`)).trim(), /^shut off$/);
+    // What systemd's StateDirectory= does on every service start (and so after a host reboot): QEMU
+    // (libvirt-qemu) can no longer traverse to the disks until the agent puts o+x back.
+    await chmod(join(dir, 'state'), 0o700);
+    const started = Date.now();
+    ctx.agent = AgentProcess.start(['run', '--config', configPath]);
+    const r = await waitReport('vm1 Running with an IPv4 after the agent came back', (r) => wl(r, 'vm1')?.phase === 'Running' && ipv4Of(wl(r, 'vm1')) !== undefined, 90_000);
+    t.diagnostic(`agent start to the stopped VM running with an IPv4: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    assert.match((await virsh('domstate', `${prefix}vm1`)).trim(), /^running$/);
+    assert.equal(wl(r, 'vm1')?.runtimeId, uuid, 'the same domain, started, not recreated');
+    assert.equal((await stat(join(dir, 'state'))).mode & 0o777, 0o711, 'traversable again, still not listable');
+    assert.equal((await stat(join(dir, 'state', 'libvirt', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino, diskInode, 'the same disk');
+  });
+
   it('a revision change redefines and restarts the VM (same domain, same disk, new seed)', async () => {
     publish([vm('2')]);
     const r = await waitReport('revision 2 Running with an IPv4', (r) => wl(r, 'vm1')?.revision === '2' && wl(r, 'vm1')?.phase === 'Running' && ipv4Of(wl(r, 'vm1')) !== undefined, 120_000);

@@ -5,30 +5,19 @@
  * the running workload stays.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
 import Docker from 'dockerode';
 
-import { AgentProcess, CLI, waitFor } from '../helpers/agent-process.js';
+import { AgentProcess, runCli, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 
-const exec = promisify(execFile);
 const skip = await requireEngine('docker');
 
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const cli = runCli;
 
 describe('unsupported config keys and document fields (built CLI)', { timeout: 180_000 }, () => {
   let dir: string;

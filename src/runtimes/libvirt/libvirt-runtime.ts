@@ -127,6 +127,7 @@ export class LibvirtRuntime implements Runtime {
   private readonly consoleDir: string;
   private readonly timeoutMs: number;
   private detectedType: 'kvm' | 'qemu' | undefined;
+  private accessRestored = false;
   private nodeInfo: { at: number; capacity: Record<string, number> } | undefined;
   private readonly secrets: VmSecretStore;
 
@@ -177,6 +178,14 @@ export class LibvirtRuntime implements Runtime {
       const hypervisor = /Running hypervisor:\s*(.+)/.exec(out)?.[1]?.trim();
       const capacity = await this.capacity(s);
       const type = await this.effectiveDomainType(this.opts.domainType, s);
+      if (!this.accessRestored) {
+        // At start-up (the first time libvirt answers): QEMU's access to the VM files, which a host
+        // reboot or a service restart may have reset, is put back before anything is started.
+        this.accessRestored = true;
+        await this.storage.restoreAccess().catch((err: unknown) => {
+          this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not restore access to the VM storage directory');
+        });
+      }
       return {
         up: true,
         reason: `libvirt ${daemon}${hypervisor ? ` (${hypervisor})` : ''} at ${this.opts.uri}; domain type ${type}`,
@@ -471,6 +480,8 @@ export class LibvirtRuntime implements Runtime {
   // ------------------------------------------------------------------------------------------
 
   async start(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+    // A VM stopped while the agent was down starts from files whose path may have lost QEMU's access.
+    await this.storage.restoreAccess();
     try {
       await this.virsh.raw(['start', observed.name], signal);
       this.logger.debug({ workloadId: observed.workloadId, domain: observed.name }, 'started domain');
