@@ -208,7 +208,7 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     t.diagnostic(`agent start to the stopped VM running with an IPv4: ${((Date.now() - started) / 1000).toFixed(1)} s`);
     assert.match((await virsh('domstate', `${prefix}vm1`)).trim(), /^running$/);
     assert.equal(wl(r, 'vm1')?.runtimeId, uuid, 'the same domain, started, not recreated');
-    assert.equal((await stat(join(dir, 'state'))).mode & 0o777, 0o711, 'traversable again, still not listable');
+    assert.equal((await stat(join(dir, 'state'))).mode & 0o777, 0o701, 'traversable again (o+x), still not listable');
     assert.equal((await stat(join(dir, 'state', 'libvirt', 'vms', `${prefix}vm1`, 'disk-root.qcow2'))).ino, diskInode, 'the same disk');
   });
 
