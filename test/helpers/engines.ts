@@ -17,7 +17,7 @@ import { access } from 'node:fs/promises';
 import { request } from 'node:http';
 import { delimiter, join } from 'node:path';
 
-export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx'] as const;
+export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx', 'systemd'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
 export interface EngineStatus {
@@ -202,6 +202,8 @@ export async function engineAvailable(name: EngineName): Promise<EngineStatus> {
       return binaryAvailable('prometheus-pushgateway', 'prometheus.sh');
     case 'nginx':
       return binaryAvailable('nginx', 'nginx.sh');
+    case 'systemd':
+      return (await import('./systemd-container.js')).systemdTestbedAvailable();
   }
 }
 

@@ -1,0 +1,200 @@
+/**
+ * install.sh as an operator runs it, into a scratch root (--root DIR) on this machine: first install,
+ * a second run that changes nothing, an upgrade between two local tarballs, --dry-run, uninstall,
+ * --purge and the refusals. Also the linters: shellcheck and systemd-analyze (verify runs inside the
+ * real systemd, in install-systemd.test.ts).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmod, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { requireEngine } from '../helpers/engines.js';
+import { INSTALL_SH, nodeTarball, packAgent, repackWithVersion, sh, UNIT_FILE, type ExecResult } from '../helpers/systemd-container.js';
+
+const skip = await requireEngine('systemd');
+
+/** Every path under dir with its type, mode, size, mtime and inode: equal snapshots = nothing written. */
+async function snapshot(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const walk = async (d: string): Promise<void> => {
+    for (const name of await readdir(d)) {
+      const p = join(d, name);
+      const st = await lstat(p);
+      out.set(p.slice(dir.length), `${st.mode}:${st.size}:${st.mtimeMs}:${st.ino}`);
+      if (st.isDirectory()) await walk(p);
+    }
+  };
+  await walk(dir);
+  return out;
+}
+
+describe('install.sh into --root DIR', { skip }, () => {
+  let dir: string;
+  let tarball: string;
+  let upgrade: string;
+  let node: string;
+  const install = (root: string, ...args: string[]): Promise<ExecResult> =>
+    sh('bash', [INSTALL_SH, '--root', root, '--node-tarball', node, ...args], { timeoutMs: 300_000 });
+
+  before(async () => {
+    dir = await mkdtemp('/var/tmp/persys-install-test-');
+    await chmod(dir, 0o755);
+    tarball = await packAgent(dir);
+    upgrade = await repackWithVersion(tarball, '0.1.1-upgrade.1', dir);
+    node = await nodeTarball();
+  });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('shellcheck finds nothing in install.sh, the scripts it writes and the testbed script', async () => {
+    const root = await mkdtemp(join(dir, 'sc-'));
+    const r = await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/nodes/{nodeId}.json');
+    assert.equal(r.code, 0, r.stderr);
+    const files = [INSTALL_SH, join(root, 'usr/local/bin/persys-agent-uninstall.sh'), join(root, 'usr/local/bin/persys-agent'), join(import.meta.dirname, '../../scripts/testbed/systemd.sh')];
+    const sc = await sh('shellcheck', files);
+    assert.equal(sc.code, 0, `shellcheck:\n${sc.stdout}${sc.stderr}`);
+    assert.equal(sc.stdout, '');
+  });
+
+  it('systemd-analyze security rates the unit 4.0 or better (OK)', async () => {
+    const r = await sh('systemd-analyze', ['security', '--offline=true', UNIT_FILE]);
+    const m = /Overall exposure level for persys-agent\.service: (\d+\.\d+) (\w+)/.exec(r.stdout);
+    assert.ok(m, `no exposure line in:\n${r.stdout}\n${r.stderr}`);
+    console.log(`# systemd-analyze security --offline=true: exposure ${m[1]} ${m[2]}`);
+    assert.ok(Number(m[1]) <= 4.0, `exposure ${m[1]} ${m[2]}: the goal is <= 4.0 OK`);
+  });
+
+  it('first install lays out code, node, config, state dir, CLI, uninstaller and unit; a second run changes nothing', async () => {
+    const root = await mkdtemp(join(dir, 'twice-'));
+    const first = await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/nodes/{nodeId}.json', '--node-id', 'edge-7');
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /--root: not touching systemd/);
+    assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.0');
+    assert.match(await readlink(join(root, 'opt/persys-agent/bin/node')), /^\.\.\/node\/v22\.\d+\.\d+\/bin\/node$/);
+    const cfgStat = await stat(join(root, 'etc/persys-agent/config.json'));
+    assert.equal(cfgStat.mode & 0o777, 0o600);
+    assert.deepEqual(JSON.parse(await readFile(join(root, 'etc/persys-agent/config.json'), 'utf8')), {
+      nodeId: 'edge-7',
+      source: { url: 'https://fleet.example/nodes/{nodeId}.json' },
+    });
+    assert.equal((await stat(join(root, 'etc/persys-agent'))).mode & 0o777, 0o700);
+    assert.equal((await stat(join(root, 'var/lib/persys-agent'))).mode & 0o777, 0o700);
+    assert.equal(await readFile(join(root, 'etc/systemd/system/persys-agent.service'), 'utf8'), await readFile(UNIT_FILE, 'utf8'));
+    // The installed code runs with the installed node (bundled dependencies, no npm on the host).
+    const v = await sh(join(root, 'opt/persys-agent/bin/node'), [join(root, 'opt/persys-agent/current/dist/src/cli/main.js'), 'version']);
+    assert.equal(v.code, 0, v.stderr);
+    assert.match(v.stdout, /^persys-agent 0\.1\.0 \(node v22\./);
+
+    const before2 = await snapshot(root);
+    const second = await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/nodes/{nodeId}.json', '--node-id', 'edge-7');
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /No change detected/);
+    assert.deepEqual(await snapshot(root), before2, 'the second run wrote something');
+  });
+
+  it('an upgrade swaps `current` atomically, keeps config and state, and keeps the previous version', async () => {
+    const root = await mkdtemp(join(dir, 'upgrade-'));
+    assert.equal((await install(root, '--tarball', tarball, '--source-url', 'file:///var/lib/persys-agent/desired.json')).code, 0);
+    const config = await readFile(join(root, 'etc/persys-agent/config.json'));
+    await writeFile(join(root, 'var/lib/persys-agent/state.json'), '{"kept":true}\n');
+    // A reader that resolves `current` over and over while the upgrade runs: it must never miss.
+    const reader = spawn('bash', ['-c', `misses=0; n=0; while [ ! -e "$1/stop" ]; do n=$((n+1)); [ -e "$1/opt/persys-agent/current/package.json" ] || misses=$((misses+1)); done; echo "$n $misses"`, 'reader', root]);
+    let readerOut = '';
+    reader.stdout.on('data', (c: Buffer) => (readerOut += c.toString()));
+    const readerDone = new Promise<void>((res) => reader.on('close', () => res()));
+    const up = await install(root, '--tarball', upgrade);
+    await writeFile(join(root, 'stop'), '');
+    await readerDone;
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout, /current -> 0\.1\.1-upgrade\.1 \(was 0\.1\.0\)/);
+    assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.1-upgrade.1');
+    assert.deepEqual(await readFile(join(root, 'etc/persys-agent/config.json')), config);
+    assert.equal(await readFile(join(root, 'var/lib/persys-agent/state.json'), 'utf8'), '{"kept":true}\n');
+    assert.ok((await stat(join(root, 'opt/persys-agent/0.1.0'))).isDirectory(), 'the previous version is kept for a rollback');
+    const [reads, misses] = readerOut.trim().split(' ').map(Number);
+    assert.ok((reads ?? 0) > 0, `the reader ran (${readerOut})`);
+    assert.equal(misses, 0, `current was missing in ${misses} of ${reads} reads during the upgrade`);
+
+    // A different config on a later run goes beside the kept one as config.json.new.
+    const other = await install(root, '--tarball', upgrade, '--source-url', 'https://other.example/{nodeId}.json');
+    assert.equal(other.code, 0, other.stderr);
+    assert.match(other.stderr, /kept .*config\.json as it is; the new config is in .*config\.json\.new/);
+    assert.deepEqual(await readFile(join(root, 'etc/persys-agent/config.json')), config);
+    assert.match(await readFile(join(root, 'etc/persys-agent/config.json.new'), 'utf8'), /other\.example/);
+  });
+
+  it('--dry-run prints what it would do and writes nothing (fresh root and upgrade)', async () => {
+    const root = await mkdtemp(join(dir, 'dry-'));
+    const empty = await snapshot(root);
+    const r = await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/{nodeId}.json', '--dry-run');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /dry run: nothing will be changed/);
+    assert.match(r.stdout, /would: install persys-agent 0\.1\.0/);
+    assert.match(r.stdout, /would: write .*config\.json/);
+    assert.deepEqual(await snapshot(root), empty);
+
+    assert.equal((await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/{nodeId}.json')).code, 0);
+    const installed = await snapshot(root);
+    const up = await install(root, '--tarball', upgrade, '--dry-run');
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stdout, /would: current -> 0\.1\.1-upgrade\.1/);
+    assert.deepEqual(await snapshot(root), installed);
+  });
+
+  it('uninstall removes code, unit and CLI and keeps config and state; --purge removes those too', async () => {
+    const root = await mkdtemp(join(dir, 'uninstall-'));
+    assert.equal((await install(root, '--tarball', tarball, '--source-url', 'https://fleet.example/{nodeId}.json')).code, 0);
+    await writeFile(join(root, 'var/lib/persys-agent/state.json'), '{}');
+    const un = await sh('bash', [join(root, 'usr/local/bin/persys-agent-uninstall.sh')]);
+    assert.equal(un.code, 0, un.stderr);
+    for (const gone of ['opt/persys-agent', 'etc/systemd/system/persys-agent.service', 'usr/local/bin/persys-agent', 'usr/local/bin/persys-agent-uninstall.sh']) {
+      await assert.rejects(lstat(join(root, gone)), { code: 'ENOENT' }, `${gone} still there`);
+    }
+    assert.ok((await stat(join(root, 'etc/persys-agent/config.json'))).isFile());
+    assert.ok((await stat(join(root, 'var/lib/persys-agent/state.json'))).isFile());
+
+    assert.equal((await install(root, '--tarball', tarball)).code, 0, 'reinstall over the kept config');
+    const purge = await sh('bash', [join(root, 'usr/local/bin/persys-agent-uninstall.sh'), '--purge']);
+    assert.equal(purge.code, 0, purge.stderr);
+    for (const gone of ['etc/persys-agent', 'var/lib/persys-agent', 'opt/persys-agent']) {
+      await assert.rejects(lstat(join(root, gone)), { code: 'ENOENT' }, `${gone} still there after --purge`);
+    }
+  });
+
+  it('refuses clearly: not root, http:// source, no systemd, unsupported distro, no source on a first install', async () => {
+    const root = await mkdtemp(join(dir, 'refuse-'));
+    const untouched = await snapshot(root);
+    // Really not root: the script runs as nobody.
+    const copy = join(dir, 'install-as-nobody.sh');
+    await cp(INSTALL_SH, copy);
+    await chmod(copy, 0o755);
+    const nobody = await sh('bash', [copy, '--root', root, '--tarball', tarball, '--source-url', 'https://x.example/'], { uid: 65534, gid: 65534 });
+    assert.equal(nobody.code, 1);
+    assert.match(nobody.stderr, /must run as root/);
+
+    const http = await install(root, '--tarball', tarball, '--source-url', 'http://fleet.example/{nodeId}.json');
+    assert.equal(http.code, 2);
+    assert.match(http.stderr, /--source-url http:\/\/fleet\.example\/\{nodeId\}\.json is plain http:\/\/: use https:\/\//);
+
+    // This machine has no systemd as PID 1: without --root the installer refuses (--dry-run for safety).
+    const noSystemd = await sh('bash', [INSTALL_SH, '--tarball', tarball, '--source-url', 'https://x.example/', '--dry-run']);
+    assert.equal(noSystemd.code, 1);
+    assert.match(noSystemd.stderr, /systemd is not running on this host .*Use --no-systemd/);
+
+    // The target root's os-release decides the distro.
+    const alpine = await mkdtemp(join(dir, 'alpine-'));
+    await mkdir(join(alpine, 'etc'));
+    await writeFile(join(alpine, 'etc/os-release'), 'NAME="Alpine Linux"\nID=alpine\n');
+    const distro = await install(alpine, '--tarball', tarball, '--source-url', 'https://x.example/');
+    assert.equal(distro.code, 1);
+    assert.match(distro.stderr, /unsupported distribution 'alpine'/);
+
+    const noSource = await install(root, '--tarball', tarball);
+    assert.equal(noSource.code, 2);
+    assert.match(noSource.stderr, /a first install needs --source-url URL or --config FILE\|URL/);
+    assert.deepEqual(await snapshot(root), untouched, 'a refused install wrote something');
+  });
+});
