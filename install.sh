@@ -118,8 +118,11 @@ main() {
     local found
     found=$(find "$WORK/node" -mindepth 3 -maxdepth 3 -path '*/bin/node' -type f | head -n 1)
     [[ -n "$found" ]] || die 1 "--node-tarball $node_tarball has no */bin/node"
+    # The version from the tarball's metadata: the binary runs only once it is in /opt (a host's
+    # /tmp is often mounted noexec).
     local tar_node_version
-    tar_node_version=$("$found" --version 2>/dev/null) || die 1 "the node in $node_tarball does not run here (wrong architecture or libc?)"
+    tar_node_version=$(node_version_of "$(dirname "$(dirname "$found")")") \
+      || die 1 "cannot tell the Node.js version of $node_tarball (neither npm's package.json nor a node-vX.Y.Z-* folder)"
     version_at_least "${tar_node_version#v}" "$NODE_MIN" || die 1 "--node-tarball holds node $tar_node_version; persys-agent needs >= $NODE_MIN"
     local node_hash
     node_hash=$(file_hash "$node_tarball")
@@ -143,7 +146,11 @@ main() {
       fi
     fi
     node_link_target="../node/$tar_node_version/bin/node"
-    node_bin=$found
+    node_bin="$OPT/node/$tar_node_version/bin/node"
+    [[ "$dry_run" == 1 ]] && node_bin=$found
+    local runs
+    runs=$("$node_bin" --version 2>/dev/null) || die 1 "the node of $node_tarball does not run here ($node_bin: wrong architecture or libc?$([[ "$dry_run" == 1 ]] && printf ' In a dry run it runs from %s, which must allow exec' "${TMPDIR:-/tmp}"))"
+    [[ "$runs" == "$tar_node_version" ]] || die 1 "$node_bin says $runs, its tarball says $tar_node_version"
   else
     node_bin=$(find_node "$NODE_MIN") || die 1 "$node_bin"
     node_link_target=$node_bin
@@ -392,6 +399,18 @@ find_node() { # min version -> path of a suitable node on stdout, or a reason (a
   fi
   printf 'no Node.js >= %s found: pass --node-tarball FILE (a Node %s+ linux tarball)\n' "$min" "${min%%.*}"
   return 1
+}
+
+# node_version_of DIR: vX.Y.Z of an unpacked Node tarball (npm's node-linux-* package or an official one).
+node_version_of() {
+  local home=$1 v=""
+  if [[ -f "$home/package.json" ]]; then
+    v=$(sed -n 's/^ *"version": *"\([0-9][0-9.]*\)".*/\1/p' "$home/package.json" | head -n 1)
+  else
+    v=$(basename "$home" | sed -n 's/^node-v\([0-9][0-9.]*\)-.*/\1/p')
+  fi
+  [[ -n "$v" ]] || return 1
+  printf 'v%s\n' "$v"
 }
 
 # file_hash FILE: what "the same input" means: the same tarball bytes (as k3s compares its binary's hash).

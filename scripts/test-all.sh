@@ -18,6 +18,7 @@ TESTBEDS=(
   "docker.sh docker"
   "libvirt.sh libvirt"
   "prometheus.sh prometheus,pushgateway"
+  "systemd.sh systemd"
   # "nginx.sh nginx"
 )
 
