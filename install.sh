@@ -478,15 +478,18 @@ write_uninstaller() { # file root state_dir no_systemd
   cat >"$1" <<UNINSTALL
 #!/usr/bin/env bash
 # Removes persys-agent (written by install.sh): unit, code and CLI. Keeps /etc/persys-agent and the
-# state dir unless --purge. Never touches running workloads (containers and VMs keep running).
-#   persys-agent-uninstall.sh [--purge] [--dry-run]
+# state dir unless --purge. Running workloads keep running, unless --remove-workloads: then the agent
+# is first run once more with an empty desired state (same generation, so the rollback guard takes it)
+# until it has removed everything it manages (bounded: 300 s).
+#   persys-agent-uninstall.sh [--purge] [--remove-workloads] [--dry-run]
 main() {
   set -euo pipefail
   local ROOT='$2' STATE_DIR='$3' NO_SYSTEMD='$4'
-  local purge=0 dry=0
+  local purge=0 dry=0 remove_workloads=0
   while ((\$# > 0)); do
     case "\$1" in
       --purge) purge=1 ;;
+      --remove-workloads) remove_workloads=1 ;;
       --dry-run) dry=1 ;;
       -h | --help) sed -n '2,5p' "\$0"; return 0 ;;
       *) echo "persys-agent-uninstall: unknown option \$1" >&2; return 2 ;;
@@ -500,6 +503,14 @@ main() {
   if ((systemd)); then
     if systemctl is-active --quiet persys-agent || systemctl is-enabled --quiet persys-agent 2>/dev/null; then
       act systemctl disable --now persys-agent
+    fi
+  fi
+  if ((remove_workloads)); then
+    ((systemd)) && act systemctl stop persys-agent
+    if ((dry)); then
+      echo "uninstall: would: run the agent with an empty desired state until its workloads are removed"
+    else
+      remove_all_workloads
     fi
   fi
   local p
@@ -518,6 +529,36 @@ main() {
   act rm -f "\$ROOT/usr/local/bin/persys-agent-uninstall.sh"
   echo "uninstall: persys-agent removed"
 }
+# Runs the installed agent (not the service) against an empty document and waits until the status it
+# reports lists no workload; then stops it with SIGTERM.
+remove_all_workloads() {
+  local node="\$ROOT/opt/persys-agent/bin/node" main_js="\$ROOT/opt/persys-agent/current/dist/src/cli/main.js"
+  local config="\$ROOT/etc/persys-agent/config.json" state="\$ROOT\$STATE_DIR" empty pid n i
+  [[ -x "\$node" && -f "\$main_js" ]] || { echo "uninstall: the agent is not installed; cannot remove workloads" >&2; return 1; }
+  # The node id and generation in force, from the store (a fresh store: generation 0, derived id).
+  local facts
+  facts=\$("\$node" -e '
+    let d = {}; try { d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch {}
+    console.log((d.nodeId || "*") + " " + ((d.desired && d.desired.document && d.desired.document.generation) || 0));' "\$state/state.json")
+  empty=\$(mktemp "\${TMPDIR:-/tmp}/persys-empty.XXXXXX")
+  printf '{"apiVersion":"persys.dev/v1","kind":"DesiredState","nodeId":"%s","generation":%s,"workloads":[]}\n' "\${facts%% *}" "\${facts##* }" >"\$empty"
+  echo "uninstall: removing the workloads of node \${facts%% *} (the agent applies an empty desired state)"
+  STATE_DIRECTORY=\$state "\$node" "\$main_js" run --config "\$config" --source.url="file://\$empty" --metrics.listen=off >/dev/null &
+  pid=\$!
+  for ((i = 0; i < 300; i++)); do
+    sleep 1
+    kill -0 "\$pid" 2>/dev/null || { rm -f "\$empty"; echo "uninstall: the agent exited before removing the workloads" >&2; return 1; }
+    n=\$(STATE_DIRECTORY=\$state "\$node" "\$main_js" status --config "\$config" --json 2>/dev/null \\
+      | "\$node" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const r=JSON.parse(s);console.log(r.observedGeneration===null?-1:r.workloads.length)}catch{console.log(-1)}})') || n=-1
+    [[ "\$n" == 0 ]] && break
+  done
+  kill -TERM "\$pid" 2>/dev/null || true
+  wait "\$pid" 2>/dev/null || true
+  rm -f "\$empty"
+  [[ "\$n" == 0 ]] || { echo "uninstall: workloads still present after 300 s; see persys-agent status. Nothing was removed." >&2; return 1; }
+  echo "uninstall: all workloads removed"
+}
+
 main "\$@"
 UNINSTALL
 }

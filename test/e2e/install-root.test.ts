@@ -10,10 +10,14 @@ import { chmod, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { requireEngine } from '../helpers/engines.js';
+import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { INSTALL_SH, nodeTarball, packAgent, repackWithVersion, sh, UNIT_FILE, type ExecResult } from '../helpers/systemd-container.js';
 
 const skip = await requireEngine('systemd');
+const dockerSkip = await requireEngine('docker');
+const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
+const dockerPs = async (nodeId: string, all = false): Promise<string[]> =>
+  (await sh('/usr/bin/docker', ['ps', '-q', ...(all ? ['-a'] : []), '--filter', `label=dev.persys.node-id=${nodeId}`])).stdout.split('\n').filter((x) => x !== '');
 
 /** Every path under dir with its type, mode, size, mtime and inode: equal snapshots = nothing written. */
 async function snapshot(dir: string): Promise<Map<string, string>> {
@@ -162,6 +166,37 @@ describe('install.sh into --root DIR', { skip }, () => {
     for (const gone of ['etc/persys-agent', 'var/lib/persys-agent', 'opt/persys-agent']) {
       await assert.rejects(lstat(join(root, gone)), { code: 'ENOENT' }, `${gone} still there after --purge`);
     }
+  });
+
+  it('uninstall --remove-workloads has the agent remove its workloads first (real dockerd)', { skip: dockerSkip }, async (t) => {
+    const nodeId = testNodeId('test-install-rm');
+    t.after(() => cleanupDockerByLabel(nodeId));
+    const root = await mkdtemp(join(dir, 'rmwl-'));
+    const desired = join(dir, `${nodeId}.json`);
+    const workload = { id: 'w1', type: 'container', revision: '1', desiredState: 'running', spec: { image: 'persys-test/busybox:1', command: ['sleep', '3600'], network: { mode: 'none' } } };
+    await writeFile(desired, JSON.stringify({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation: 4, workloads: [workload] }));
+    const config = join(dir, `${nodeId}-config.json`);
+    await writeFile(config, JSON.stringify({ nodeId, source: { url: `file://${desired}` }, libvirt: { enabled: false }, metrics: { listen: 'off' } }));
+    assert.equal((await install(root, '--tarball', tarball, '--config', config)).code, 0);
+    // The installed agent runs (as the service would) and starts the workload.
+    const env = { ...process.env, STATE_DIRECTORY: join(root, 'var/lib/persys-agent') };
+    const agent = spawn(join(root, 'opt/persys-agent/bin/node'), [join(root, 'opt/persys-agent/current/dist/src/cli/main.js'), 'run', '--config', join(root, 'etc/persys-agent/config.json')], { env, stdio: 'ignore' });
+    const exited = new Promise<void>((res) => agent.on('exit', () => res()));
+    try {
+      const deadline = Date.now() + 90_000;
+      while ((await dockerPs(nodeId)).length === 0 && Date.now() < deadline) await sleep(500);
+      assert.equal((await dockerPs(nodeId)).length, 1, 'the agent did not start the workload within 90 s');
+    } finally {
+      agent.kill('SIGTERM');
+      await exited;
+    }
+    assert.equal((await dockerPs(nodeId)).length, 1, 'stopping the agent leaves the workload running');
+    const un = await sh('bash', [join(root, 'usr/local/bin/persys-agent-uninstall.sh'), '--remove-workloads'], { timeoutMs: 400_000 });
+    assert.equal(un.code, 0, `${un.stdout}\n${un.stderr}`);
+    assert.match(un.stdout, new RegExp(`removing the workloads of node ${nodeId}`));
+    assert.match(un.stdout, /all workloads removed/);
+    assert.deepEqual(await dockerPs(nodeId, true), [], 'a container of the node is left');
+    await assert.rejects(lstat(join(root, 'opt/persys-agent')), { code: 'ENOENT' });
   });
 
   it('refuses clearly: not root, http:// source, no systemd, unsupported distro, no source on a first install', async () => {
