@@ -95,6 +95,7 @@ main() {
   [[ -z "$node_tarball" || -r "$node_tarball" ]] || die 2 "--node-tarball $node_tarball is not readable"
   [[ -z "$tarball" || -r "$tarball" ]] || die 2 "--tarball $tarball is not readable"
   [[ -z "$tarball" || -z "$version" ]] || die 2 "give --tarball or --version, not both"
+  [[ -n "$tarball" || "$registry" == https://* ]] || die 2 "--registry must be https:// (got $registry)"
   if [[ -n "$node_id" && ! "$node_id" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$ ]]; then
     die 2 "--node-id must be 1-253 characters of A-Z a-z 0-9 . _ - (got $node_id)"
   fi
@@ -113,23 +114,25 @@ main() {
   # ---- 1. Node ------------------------------------------------------------------------------------
   local node_link_target node_bin
   if [[ -n "$node_tarball" ]]; then
-    mkdir -p "$WORK/node"
-    tar -xf "$node_tarball" -C "$WORK/node" || die 1 "cannot unpack --node-tarball $node_tarball"
-    local found
-    found=$(find "$WORK/node" -mindepth 3 -maxdepth 3 -path '*/bin/node' -type f | head -n 1)
-    [[ -n "$found" ]] || die 1 "--node-tarball $node_tarball has no */bin/node"
-    # The version from the tarball's metadata: the binary runs only once it is in /opt (a host's
-    # /tmp is often mounted noexec).
-    local tar_node_version
-    tar_node_version=$(node_version_of "$(dirname "$(dirname "$found")")") \
-      || die 1 "cannot tell the Node.js version of $node_tarball (neither npm's package.json nor a node-vX.Y.Z-* folder)"
-    version_at_least "${tar_node_version#v}" "$NODE_MIN" || die 1 "--node-tarball holds node $tar_node_version; persys-agent needs >= $NODE_MIN"
-    local node_hash
+    local node_hash tar_node_version="" found="" known
     node_hash=$(file_hash "$node_tarball")
-    if [[ -x "$OPT/node/$tar_node_version/bin/node" && -f "$OPT/node/$tar_node_version/.tarball-sha256" ]] \
-      && [[ "$(cat "$OPT/node/$tar_node_version/.tarball-sha256")" == "$node_hash" ]]; then
-      :
-    else
+    # The same tarball installed before: nothing to unpack.
+    for known in "$OPT"/node/v*/.tarball-sha256; do
+      if [[ -f "$known" && "$(cat "$known")" == "$node_hash" && -x "$(dirname "$known")/bin/node" ]]; then
+        tar_node_version=$(basename "$(dirname "$known")")
+        found="$(dirname "$known")/bin/node"
+      fi
+    done
+    if [[ -z "$tar_node_version" ]]; then
+      mkdir -p "$WORK/node"
+      tar -xf "$node_tarball" -C "$WORK/node" || die 1 "cannot unpack --node-tarball $node_tarball"
+      found=$(find "$WORK/node" -mindepth 3 -maxdepth 3 -path '*/bin/node' -type f | head -n 1)
+      [[ -n "$found" ]] || die 1 "--node-tarball $node_tarball has no */bin/node"
+      # The version from the tarball's metadata: the binary runs only once it is in /opt (a host's
+      # /tmp is often mounted noexec).
+      tar_node_version=$(node_version_of "$(dirname "$(dirname "$found")")") \
+        || die 1 "cannot tell the Node.js version of $node_tarball (neither npm's package.json nor a node-vX.Y.Z-* folder)"
+      version_at_least "${tar_node_version#v}" "$NODE_MIN" || die 1 "--node-tarball holds node $tar_node_version; persys-agent needs >= $NODE_MIN"
       node_changed=1
       step "install node $tar_node_version into /opt/persys-agent/node/$tar_node_version"
       if [[ "$dry_run" != 1 ]]; then
@@ -159,7 +162,6 @@ main() {
 
   # ---- 2. the agent package ---------------------------------------------------------------------
   if [[ -z "$tarball" ]]; then
-    [[ "$registry" == https://* ]] || die 2 "--registry must be https:// (got $registry)"
     command -v curl >/dev/null 2>&1 || die 1 "curl is needed to download from the npm registry (or give --tarball)"
     if [[ -z "$version" ]]; then
       version=$(curl -fsSL --max-time 60 "$registry/persys-agent/latest" | "$node_bin" -e \

@@ -8,9 +8,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
+import { makeThrowawayCa } from '../helpers/tls.js';
 import { INSTALL_SH, nodeTarball, packAgent, repackWithVersion, sh, UNIT_FILE, type ExecResult } from '../helpers/systemd-container.js';
 
 const skip = await requireEngine('systemd');
@@ -104,8 +107,8 @@ describe('install.sh into --root DIR', { skip }, () => {
     assert.equal((await install(root, '--tarball', tarball, '--source-url', 'file:///var/lib/persys-agent/desired.json')).code, 0);
     const config = await readFile(join(root, 'etc/persys-agent/config.json'));
     await writeFile(join(root, 'var/lib/persys-agent/state.json'), '{"kept":true}\n');
-    // A reader that resolves `current` over and over while the upgrade runs: it must never miss.
-    const reader = spawn('bash', ['-c', `misses=0; n=0; while [ ! -e "$1/stop" ]; do n=$((n+1)); [ -e "$1/opt/persys-agent/current/package.json" ] || misses=$((misses+1)); done; echo "$n $misses"`, 'reader', root]);
+    // A reader that resolves `current` every few ms while the upgrade runs: it must never miss.
+    const reader = spawn('bash', ['-c', `misses=0; n=0; while [ ! -e "$1/stop" ]; do n=$((n+1)); [ -e "$1/opt/persys-agent/current/package.json" ] || misses=$((misses+1)); sleep 0.002; done; echo "$n $misses"`, 'reader', root]);
     let readerOut = '';
     reader.stdout.on('data', (c: Buffer) => (readerOut += c.toString()));
     const readerDone = new Promise<void>((res) => reader.on('close', () => res()));
@@ -166,6 +169,48 @@ describe('install.sh into --root DIR', { skip }, () => {
     for (const gone of ['etc/persys-agent', 'var/lib/persys-agent', 'opt/persys-agent']) {
       await assert.rejects(lstat(join(root, gone)), { code: 'ENOENT' }, `${gone} still there after --purge`);
     }
+  });
+
+  it('--version V downloads the package from an npm registry (a loopback HTTPS one here); latest by default', async (t) => {
+    const pkiDir = await mkdtemp(join(dir, 'pki-'));
+    const pki = await makeThrowawayCa(pkiDir);
+    const served: string[] = [];
+    const files: Record<string, string> = { '/persys-agent/-/persys-agent-0.1.0.tgz': tarball, '/persys-agent/-/persys-agent-0.1.1-upgrade.1.tgz': upgrade };
+    const server = createServer({ cert: await readFile(pki.serverCert), key: await readFile(pki.serverKey) }, (req, res) => {
+      served.push(req.url ?? '');
+      if (req.url === '/persys-agent/latest') {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ name: 'persys-agent', version: '0.1.0' }));
+        return;
+      }
+      const file = files[req.url ?? ''];
+      if (!file) {
+        res.statusCode = 404;
+        res.end();
+        return;
+      }
+      void readFile(file).then((b) => res.end(b));
+    });
+    await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
+    t.after(() => new Promise<void>((res) => server.close(() => res())));
+    const registry = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const root = await mkdtemp(join(dir, 'registry-'));
+    const env = { ...process.env, CURL_CA_BUNDLE: pki.caCert };
+    const run = (...args: string[]) => sh('bash', [INSTALL_SH, '--root', root, '--node-tarball', node, '--registry', registry, ...args], { env, timeoutMs: 300_000 });
+    const latest = await run('--source-url', 'https://fleet.example/{nodeId}.json');
+    assert.equal(latest.code, 0, latest.stderr);
+    assert.match(latest.stdout, /downloading persys-agent 0\.1\.0 from https:\/\/127\.0\.0\.1/);
+    assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.0');
+    const pinned = await run('--version', '0.1.1-upgrade.1');
+    assert.equal(pinned.code, 0, pinned.stderr);
+    assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.1-upgrade.1');
+    assert.deepEqual(served, ['/persys-agent/latest', '/persys-agent/-/persys-agent-0.1.0.tgz', '/persys-agent/-/persys-agent-0.1.1-upgrade.1.tgz']);
+    const missing = await run('--version', '9.9.9');
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot download persys-agent 9\.9\.9 from/);
+    const plain = await run('--version', '0.1.0', '--registry', 'http://registry.example');
+    assert.equal(plain.code, 2);
+    assert.match(plain.stderr, /--registry must be https:\/\//);
   });
 
   it('uninstall --remove-workloads has the agent remove its workloads first (real dockerd)', { skip: dockerSkip }, async (t) => {

@@ -2,13 +2,17 @@
  * install.sh and the unit under a real systemd: a container of the local dockerd whose PID 1 is
  * systemd (scripts/testbed/systemd.sh). The agent inside runs with Docker and libvirt disabled and a
  * file:// desired state: what is proven here is the installer, the unit, READY/WATCHDOG and restarts.
+ * One step then turns Docker on, with the host's docker.sock mounted read-only into the container:
+ * the hardened unit (ProtectSystem=strict, capability bounding set, system call filter) still lets
+ * the agent run a container on the real dockerd, and uninstall leaves that workload running.
  */
 import assert from 'node:assert/strict';
 import { chmod, copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { requireEngine, testNodeId } from '../helpers/engines.js';
+import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
+import { sh } from '../helpers/systemd-container.js';
 import { INSTALL_SH, nodeTarball, packAgent, removeTestContainers, repackWithVersion, SystemdContainer } from '../helpers/systemd-container.js';
 
 const skip = (await requireEngine('docker')) || (await requireEngine('systemd'));
@@ -46,10 +50,11 @@ describe('install.sh under a real systemd', { skip }, () => {
     const config = { nodeId: runId, source: { url: 'file:///mnt/install/desired.json', pollIntervalSeconds: 5 }, docker: { enabled: false }, libvirt: { enabled: false }, metrics: { listen: 'off' } };
     await writeFile(join(dir, 'config.json'), JSON.stringify(config));
     await writeFile(join(dir, 'desired.json'), JSON.stringify({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: runId, generation: 1, workloads: [] }));
-    box = await SystemdContainer.start(runId, { '/mnt/install': dir, '/mnt/node.tgz': await nodeTarball() });
+    box = await SystemdContainer.start(runId, { '/mnt/install': dir, '/mnt/node.tgz': await nodeTarball(), '/run/docker.sock': '/var/run/docker.sock' });
   });
   after(async () => {
     await removeTestContainers(runId);
+    await cleanupDockerByLabel(runId);
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -148,7 +153,27 @@ describe('install.sh under a real systemd', { skip }, () => {
     assert.match(v.stdout, /^persys-agent 0\.1\.1-upgrade\.1 \(node v22\./);
   });
 
-  it('uninstall stops and removes the unit (none left), keeps config and state', async () => {
+  it('with Docker on, the hardened unit runs a container on the real dockerd (docker.sock mounted read-only)', async () => {
+    const workload = { id: 'w1', type: 'container', revision: '1', desiredState: 'running', spec: { image: 'persys-test/busybox:1', command: ['sleep', '3600'], network: { mode: 'none' } } };
+    await writeFile(join(dir, 'desired-docker.json'), JSON.stringify({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: runId, generation: 2, workloads: [workload] }));
+    // As an operator would: edit the kept config, restart.
+    const cfg = { nodeId: runId, source: { url: 'file:///mnt/install/desired-docker.json', pollIntervalSeconds: 5 }, docker: { socketPath: '/run/docker.sock' }, libvirt: { enabled: false }, metrics: { listen: 'off' } };
+    await writeFile(join(dir, 'config-docker.json'), JSON.stringify(cfg));
+    assert.equal((await box.exec(['sh', '-c', 'cp /mnt/install/config-docker.json /etc/persys-agent/config.json && systemctl restart persys-agent'])).code, 0);
+    await waitFor('one workload reconciled', (p) => p.StatusText === 'reconciled generation 2: 1 workload(s)', 90_000);
+    const deadline = Date.now() + 60_000;
+    let running = '';
+    while (Date.now() < deadline) {
+      running = (await sh('/usr/bin/docker', ['ps', '-q', '--filter', `label=dev.persys.node-id=${runId}`, '--filter', 'status=running'])).stdout.trim();
+      if (running) break;
+      await sleep(500);
+    }
+    assert.ok(running, 'no running container of the node on the host dockerd');
+    const st = await box.exec(['persys-agent', 'status']);
+    assert.match(st.stdout, /w1 .*Running/, st.stdout);
+  });
+
+  it('uninstall stops and removes the unit (none left), keeps config, state and the running workload', async () => {
     const r = await box.exec(['persys-agent-uninstall.sh']);
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     const files = await box.exec(['systemctl', 'list-unit-files', '--no-legend', 'persys-agent.service']);
@@ -158,5 +183,7 @@ describe('install.sh under a real systemd', { skip }, () => {
     assert.equal((await box.exec(['test', '-e', '/opt/persys-agent'])).code, 1);
     assert.equal((await box.exec(['test', '-f', '/etc/persys-agent/config.json'])).code, 0);
     assert.equal((await box.exec(['test', '-f', '/var/lib/persys-agent/state.json'])).code, 0);
+    const left = await sh('/usr/bin/docker', ['ps', '-q', '--filter', `label=dev.persys.node-id=${runId}`, '--filter', 'status=running']);
+    assert.notEqual(left.stdout.trim(), '', 'uninstall (without --remove-workloads) must leave workloads running');
   });
 });
