@@ -95,6 +95,9 @@ main() {
   [[ -z "$node_tarball" || -r "$node_tarball" ]] || die 2 "--node-tarball $node_tarball is not readable"
   [[ -z "$tarball" || -r "$tarball" ]] || die 2 "--tarball $tarball is not readable"
   [[ -z "$tarball" || -z "$version" ]] || die 2 "give --tarball or --version, not both"
+  if [[ "$config_src" == *://* && "$config_src" != https://* ]]; then
+    die 2 "--config must be a file or an https:// URL (got $config_src)"
+  fi
   [[ -n "$tarball" || "$registry" == https://* ]] || die 2 "--registry must be https:// (got $registry)"
   if [[ -n "$node_id" && ! "$node_id" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$ ]]; then
     die 2 "--node-id must be 1-253 characters of A-Z a-z 0-9 . _ - (got $node_id)"
@@ -188,6 +191,34 @@ main() {
   "$node_bin" "$pkg/dist/src/cli/main.js" version >/dev/null 2>&1 \
     || die 1 "persys-agent $pkg_version does not start with $("$node_bin" --version) ($node_bin)"
 
+  local new_config="$WORK/config.json"
+  if [[ -n "$config_src" ]]; then
+    if [[ "$config_src" == https://* ]]; then
+      curl -fsSL --max-time 60 -o "$new_config" "$config_src" || die 1 "cannot download --config $config_src"
+    else
+      [[ -r "$config_src" ]] || die 2 "--config $config_src is not readable"
+      cp "$config_src" "$new_config"
+    fi
+  else
+    PI_SOURCE_URL=$source_url PI_STATUS_URL=$status_url PI_NODE_ID=$node_id \
+      PI_TOKEN=$([[ -n "$token_file" ]] && printf '%s' /etc/persys-agent/token) \
+      PI_STATE_DIR=$([[ "$state_dir" != "$DEFAULT_STATE_DIR" ]] && printf '%s' "$state_dir") \
+      "$node_bin" -e '
+        const e = process.env, c = {};
+        if (e.PI_NODE_ID) c.nodeId = e.PI_NODE_ID;
+        if (e.PI_STATE_DIR) c.stateDir = e.PI_STATE_DIR;
+        if (e.PI_SOURCE_URL) c.source = { url: e.PI_SOURCE_URL, ...(e.PI_TOKEN ? { tokenFile: e.PI_TOKEN } : {}) };
+        if (e.PI_STATUS_URL) c.status = { url: e.PI_STATUS_URL };
+        process.stdout.write(JSON.stringify(c, null, 2) + "\n");' >"$new_config"
+  fi
+  # Checked with the loader of the version being installed: a typo is refused before anything changes.
+  local config_errors
+  config_errors=$("$node_bin" --input-type=module -e '
+    const { loadConfig } = await import(process.argv[1]);
+    try { loadConfig({ file: process.argv[2], env: {}, flags: {} }); }
+    catch (e) { console.log(e.message); process.exit(1); }' "$pkg/dist/src/config/load.js" "$new_config" 2>&1) \
+    || die 2 "the config${config_src:+ from $config_src} is not valid for persys-agent $pkg_version: $config_errors"
+
   local code_changed=0 new_hash old_hash=""
   new_hash=$(file_hash "$tarball")
   [[ -f "$OPT/$pkg_version/.tarball-sha256" ]] && old_hash=$(cat "$OPT/$pkg_version/.tarball-sha256")
@@ -221,30 +252,6 @@ main() {
   ensure_dir "$ETC" 700
   if [[ -n "$token_file" ]]; then
     install_file "$token_file" "$ETC/token" 600 && config_changed=1
-  fi
-  local new_config="$WORK/config.json"
-  if [[ -n "$config_src" ]]; then
-    if [[ "$config_src" == https://* ]]; then
-      curl -fsSL --max-time 60 -o "$new_config" "$config_src" || die 1 "cannot download --config $config_src"
-    elif [[ "$config_src" == *://* ]]; then
-      die 2 "--config must be a file or an https:// URL (got $config_src)"
-    else
-      [[ -r "$config_src" ]] || die 2 "--config $config_src is not readable"
-      cp "$config_src" "$new_config"
-    fi
-    "$node_bin" -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$new_config" 2>/dev/null \
-      || die 2 "--config $config_src is not valid JSON"
-  else
-    PI_SOURCE_URL=$source_url PI_STATUS_URL=$status_url PI_NODE_ID=$node_id \
-      PI_TOKEN=$([[ -n "$token_file" ]] && printf '%s' /etc/persys-agent/token) \
-      PI_STATE_DIR=$([[ "$state_dir" != "$DEFAULT_STATE_DIR" ]] && printf '%s' "$state_dir") \
-      "$node_bin" -e '
-        const e = process.env, c = {};
-        if (e.PI_NODE_ID) c.nodeId = e.PI_NODE_ID;
-        if (e.PI_STATE_DIR) c.stateDir = e.PI_STATE_DIR;
-        if (e.PI_SOURCE_URL) c.source = { url: e.PI_SOURCE_URL, ...(e.PI_TOKEN ? { tokenFile: e.PI_TOKEN } : {}) };
-        if (e.PI_STATUS_URL) c.status = { url: e.PI_STATUS_URL };
-        process.stdout.write(JSON.stringify(c, null, 2) + "\n");' >"$new_config"
   fi
   if [[ ! -f "$CONFIG" ]]; then
     install_file "$new_config" "$CONFIG" 600 && config_changed=1

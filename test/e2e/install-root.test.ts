@@ -178,6 +178,10 @@ describe('install.sh into --root DIR', { skip }, () => {
     const files: Record<string, string> = { '/persys-agent/-/persys-agent-0.1.0.tgz': tarball, '/persys-agent/-/persys-agent-0.1.1-upgrade.1.tgz': upgrade };
     const server = createServer({ cert: await readFile(pki.serverCert), key: await readFile(pki.serverKey) }, (req, res) => {
       served.push(req.url ?? '');
+      if (req.url === '/fleet/agent-config.json') {
+        res.end(JSON.stringify({ source: { url: 'https://fleet.example/{nodeId}.json' }, docker: { enabled: false } }));
+        return;
+      }
       if (req.url === '/persys-agent/latest') {
         res.setHeader('content-type', 'application/json');
         res.end(JSON.stringify({ name: 'persys-agent', version: '0.1.0' }));
@@ -197,20 +201,24 @@ describe('install.sh into --root DIR', { skip }, () => {
     const root = await mkdtemp(join(dir, 'registry-'));
     const env = { ...process.env, CURL_CA_BUNDLE: pki.caCert };
     const run = (...args: string[]) => sh('bash', [INSTALL_SH, '--root', root, '--node-tarball', node, '--registry', registry, ...args], { env, timeoutMs: 300_000 });
-    const latest = await run('--source-url', 'https://fleet.example/{nodeId}.json');
+    const latest = await run('--config', `${registry}/fleet/agent-config.json`);
     assert.equal(latest.code, 0, latest.stderr);
+    assert.deepEqual(JSON.parse(await readFile(join(root, 'etc/persys-agent/config.json'), 'utf8')), { source: { url: 'https://fleet.example/{nodeId}.json' }, docker: { enabled: false } });
     assert.match(latest.stdout, /downloading persys-agent 0\.1\.0 from https:\/\/127\.0\.0\.1/);
     assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.0');
     const pinned = await run('--version', '0.1.1-upgrade.1');
     assert.equal(pinned.code, 0, pinned.stderr);
     assert.equal(await readlink(join(root, 'opt/persys-agent/current')), '0.1.1-upgrade.1');
-    assert.deepEqual(served, ['/persys-agent/latest', '/persys-agent/-/persys-agent-0.1.0.tgz', '/persys-agent/-/persys-agent-0.1.1-upgrade.1.tgz']);
+    assert.deepEqual(served.sort(), ['/fleet/agent-config.json', '/persys-agent/-/persys-agent-0.1.0.tgz', '/persys-agent/-/persys-agent-0.1.1-upgrade.1.tgz', '/persys-agent/latest']);
     const missing = await run('--version', '9.9.9');
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /cannot download persys-agent 9\.9\.9 from/);
     const plain = await run('--version', '0.1.0', '--registry', 'http://registry.example');
     assert.equal(plain.code, 2);
     assert.match(plain.stderr, /--registry must be https:\/\//);
+    const plainConfig = await run('--version', '0.1.0', '--config', 'http://fleet.example/agent.json');
+    assert.equal(plainConfig.code, 2);
+    assert.match(plainConfig.stderr, /--config must be a file or an https:\/\/ URL/);
   });
 
   it('uninstall --remove-workloads has the agent remove its workloads first (real dockerd)', { skip: dockerSkip }, async (t) => {
@@ -276,5 +284,15 @@ describe('install.sh into --root DIR', { skip }, () => {
     assert.equal(noSource.code, 2);
     assert.match(noSource.stderr, /a first install needs --source-url URL or --config FILE\|URL/);
     assert.deepEqual(await snapshot(root), untouched, 'a refused install wrote something');
+
+    // A config the agent would refuse (a typo) is refused by the installer, with the key, before code or config are in place.
+    const typoRoot = await mkdtemp(join(dir, 'typo-'));
+    const typo = join(dir, 'typo.json');
+    await writeFile(typo, JSON.stringify({ source: { url: 'https://x.example/' }, sorce: 1 }));
+    const bad = await install(typoRoot, '--tarball', tarball, '--config', typo);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /is not valid for persys-agent 0\.1\.0: .*\n.*sorce: unknown key/);
+    await assert.rejects(lstat(join(typoRoot, 'opt/persys-agent/current')), { code: 'ENOENT' });
+    await assert.rejects(lstat(join(typoRoot, 'etc/persys-agent/config.json')), { code: 'ENOENT' });
   });
 });
