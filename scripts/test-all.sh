@@ -21,6 +21,7 @@ TESTBEDS=(
   "nginx.sh nginx"
   "postgres.sh postgres"
   "chromium.sh chromium"
+  "systemd.sh systemd"
 )
 
 RUN_STARTED=$(date +%s)

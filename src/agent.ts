@@ -26,6 +26,7 @@ import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { Store } from './store/store.js';
+import { SystemdNotifier } from './systemd/notify.js';
 import { createHttpClient } from './sync/http-client.js';
 import { SourcePoller } from './sync/poller.js';
 import { StatusReporter } from './sync/reporter.js';
@@ -65,6 +66,7 @@ export class Agent {
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
+  private systemd: SystemdNotifier | undefined;
 
   private constructor(private readonly opts: AgentOptions) {}
 
@@ -86,6 +88,10 @@ export class Agent {
   private async init(): Promise<void> {
     const { config, logger } = this.opts;
     const signal = this.abort.signal;
+    // Type=notify under systemd: WATCHDOG=1 while the event loop runs, READY=1 after the first cycle.
+    const systemd = (this.systemd = new SystemdNotifier({ env: process.env, logger }));
+    systemd.startWatchdog(signal);
+    systemd.readyAtLatest(120_000, 'started; the first reconcile is still running');
     const stateDir = resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     this.store = await Store.open(stateDir, logger);
@@ -142,7 +148,10 @@ export class Agent {
       executor,
       logger,
       onRecordChange: markDirty,
-      onCycle: (s) => this.recordCycleMetrics(s),
+      onCycle: (s) => {
+        this.recordCycleMetrics(s);
+        void systemd.ready(`reconciled generation ${this.store.data.desired?.document.generation ?? 'none'}: ${Object.keys(this.store.data.records).length} workload(s)`);
+      },
     });
 
     const http = createHttpClient({
@@ -385,6 +394,7 @@ export class Agent {
   async stop(timeoutMs = 20_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    void this.systemd?.stopping();
     this.abort.abort();
     const executor = this.executor;
     if (this.loop && executor) {

@@ -22,7 +22,7 @@ const listen = (what: string) =>
  */
 export const configSchema = v.strictObject({
   nodeId: v.pipe(v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'nodeId must be 1-253 characters of A-Z a-z 0-9 . _ -'))), d('Overrides the derived node id.')),
-  stateDir: v.pipe(v.optional(path('stateDir'), './.persys-agent'), d('Store, local API socket and caches (mode 0700).')),
+  stateDir: v.pipe(v.optional(path('stateDir'), './.persys-agent'), d('Store, local API socket and caches (mode 0700). Default ./.persys-agent, or $STATE_DIRECTORY when systemd sets it (StateDirectory=).')),
   logLevel: v.pipe(v.optional(v.picklist(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'logLevel must be trace, debug, info, warn, error, fatal or silent'), 'info'), d('Log level.')),
   source: v.pipe(
     v.optional(

@@ -18,7 +18,7 @@ import { connect } from 'node:net';
 import { request } from 'node:http';
 import { delimiter, join } from 'node:path';
 
-export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx', 'postgres', 'chromium'] as const;
+export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx', 'postgres', 'chromium', 'systemd'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
 export interface EngineStatus {
@@ -239,6 +239,8 @@ export async function engineAvailable(name: EngineName): Promise<EngineStatus> {
       return postgresAvailable();
     case 'chromium':
       return binaryAvailable('chromium', 'chromium.sh');
+    case 'systemd':
+      return (await import('./systemd-container.js')).systemdTestbedAvailable();
   }
 }
 
