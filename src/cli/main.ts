@@ -12,6 +12,9 @@ const COMMANDS: Record<string, Command> = {
   validate: { summary: 'check a desired-state document', run: async (a, io) => (await import('./validate.js')).validateCommand(a, io) },
   status: { summary: 'show the running agent\'s workloads (phase, attempts, errors)', run: async (a, io) => (await import('./status.js')).statusCommand(a, io) },
   retry: { summary: 'retry a failed workload now (resets its attempts)', run: async (a, io) => (await import('./retry.js')).retryCommand(a, io) },
+  keygen: { summary: 'write an ed25519 key pair for signing desired state', run: async (a, io) => (await import('./trust-commands.js')).keygenCommand(a, io) },
+  sign: { summary: 'validate a desired-state document and sign it (DSSE envelope)', run: async (a, io) => (await import('./trust-commands.js')).signCommand(a, io) },
+  verify: { summary: 'check a signed desired-state document as the agent would', run: async (a, io) => (await import('./trust-commands.js')).verifyCommand(a, io) },
   version: {
     summary: 'print the version',
     run: async (_a, io) => {
