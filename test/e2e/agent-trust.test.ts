@@ -7,23 +7,20 @@
  * host (127.0.0.2) never gets the token, and a bind mount through a symlink to /etc is POLICY_DENIED.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
 import Docker from 'dockerode';
 
 import { apiSocketPath, callAgent } from '../../src/api/client.js';
-import { AgentProcess, CLI, waitFor } from '../helpers/agent-process.js';
+import { AgentProcess, runCli, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
 import { freePort } from '../helpers/prometheus.js';
 import { makeThrowawayCa, opensslSkipReason } from '../helpers/tls.js';
 
-const exec = promisify(execFile);
 const skip = (await requireEngine('docker')) || (await opensslSkipReason());
 const IMAGE = 'persys-test/busybox:1';
 
@@ -40,15 +37,7 @@ interface Report extends JsonObject {
   workloads: WStatus[];
 }
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const cli = (args: string[]) => runCli(args);
 
 describe('trust end to end: signed desired state, guards, rotation, credentials, policy', { skip, timeout: 600_000 }, () => {
   const nodeId = testNodeId('test-trust');
@@ -155,8 +144,7 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
       if (n === 1) keyId1 = id;
       else keyId2 = id;
       assert.match(r.stdout, /-----BEGIN PUBLIC KEY-----/);
-      const { stdout } = await exec('stat', ['-c', '%a', key(n, 'key')]);
-      assert.equal(stdout.trim(), '600');
+      assert.equal((await stat(key(n, 'key'))).mode & 0o777, 0o600);
     }
     assert.equal((await cli(['keygen', '--out', join(dir, 'keys1')])).code, 1, 'never overwrites a key');
     await writeFile(configPath, JSON.stringify({ ...config, trust: { publicKeys: [key(1, 'pub')], threshold: 2 } }));
