@@ -24,6 +24,7 @@ import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { Store } from './store/store.js';
+import { configurePolicyContext } from './policy/container-policy.js';
 import { createSyncClients } from './sync/sync-clients.js';
 import { registerExpiryMetrics } from './trust/expiry-metrics.js';
 import { trustSettingsFrom } from './trust/settings.js';
@@ -92,6 +93,7 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
+    configurePolicyContext(config);
     const built = createRuntimes(config, {
       nodeId: this.nodeId,
       stateDir,

@@ -6,7 +6,7 @@ import { observeRuntimes } from '../reconcile/loop.js';
 import { plan } from '../reconcile/planner.js';
 import { createRuntimes } from '../runtimes/create-runtimes.js';
 import { SourceError } from '../errors/index.js';
-import { policyDenials } from '../policy/container-policy.js';
+import { configurePolicyContext, policyDenials } from '../policy/container-policy.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
 import { isEnvelope } from '../trust/dsse.js';
@@ -72,6 +72,7 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const records = await readStoreReadOnly(stateDir);
   const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, now: new Date() });
 
+  configurePolicyContext(config);
   const denied = policyDenials(v.value.workloads, config);
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
   if (args.options.json) {

@@ -24,6 +24,17 @@ export interface PolicyContext {
   dockerSocket?: string;
 }
 
+let hostContext: PolicyContext = {};
+
+/**
+ * Sets the host facts every later policy check uses when its caller passes no context (the
+ * planner calls the rules with the workload and the policy only): the agent's state dir and
+ * Docker socket. Called once at start by `run` and `plan`.
+ */
+export function configurePolicyContext(config: Pick<Config, 'stateDir' | 'docker'>): void {
+  hostContext = { stateDir: resolve(config.stateDir), dockerSocket: config.docker.socketPath };
+}
+
 /** Capabilities that amount to root on the host (or close): denied unless policy.allowedCapabilities lists them. */
 export const DANGEROUS_CAPABILITIES: readonly string[] = [
   'ALL',
@@ -74,7 +85,7 @@ export function imageRegistry(image: string): { registry: string; repository: st
   return { registry: registry === 'index.docker.io' || registry === 'registry-1.docker.io' ? 'docker.io' : registry, repository: repo };
 }
 
-export function policyViolations(w: Workload, policy: Policy, ctx: PolicyContext = {}): string[] {
+export function policyViolations(w: Workload, policy: Policy, ctx: PolicyContext = hostContext): string[] {
   if (w.type !== 'container') return [];
   const out: string[] = [];
   const { spec } = w;
@@ -160,14 +171,14 @@ export function vmPolicyViolations(w: Workload, policy: Policy): string[] {
   return out;
 }
 
-export function assertPolicy(w: Workload, policy: Policy, ctx: PolicyContext = {}): void {
+export function assertPolicy(w: Workload, policy: Policy, ctx: PolicyContext = hostContext): void {
   const v = [...policyViolations(w, policy, ctx), ...vmPolicyViolations(w, policy)];
   if (v.length > 0) throw new WorkloadError('POLICY_DENIED', v.join('; '), { details: { violations: v.length } });
 }
 
 /** Every workload of a document the host policy denies, with its violations (for `plan`). */
 export function policyDenials(workloads: readonly Workload[], config: Pick<Config, 'policy' | 'stateDir' | 'docker'>): { workloadId: string; violations: string[] }[] {
-  const ctx: PolicyContext = { stateDir: config.stateDir, dockerSocket: config.docker.socketPath };
+  const ctx: PolicyContext = { stateDir: resolve(config.stateDir), dockerSocket: config.docker.socketPath };
   return workloads
     .map((w) => ({ workloadId: w.id, violations: [...policyViolations(w, config.policy, ctx), ...vmPolicyViolations(w, config.policy)] }))
     .filter((d) => d.violations.length > 0);

@@ -21,13 +21,7 @@ import {
 } from './records.js';
 import type { Step, StepKind } from './steps.js';
 import { abortReason, raceAbort } from '../util/abort.js';
-import { assertPolicy, type PolicyContext } from '../policy/container-policy.js';
-
-/** The host facts the policy needs beside its own keys: the state dir and the docker socket are always denied as bind sources. */
-const policyContext = (c: ExecutorDeps['config']): PolicyContext => ({
-  ...(c.stateDir !== undefined ? { stateDir: c.stateDir } : {}),
-  ...(c.docker !== undefined ? { dockerSocket: c.docker.socketPath } : {}),
-});
+import { assertPolicy } from '../policy/container-policy.js';
 
 /**
  * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
@@ -47,7 +41,7 @@ export interface ExecutorDeps {
   nodeId: string;
   runtimes: ReadonlyMap<WorkloadType, Runtime>;
   store: Store;
-  config: Pick<Config, 'retry' | 'reconcile' | 'policy'> & Partial<Pick<Config, 'stateDir' | 'docker'>>;
+  config: Pick<Config, 'retry' | 'reconcile' | 'policy'>;
   logger: Logger;
   now?: () => Date;
   random?: () => number;
@@ -122,7 +116,7 @@ function applyContext(ctx: StepContext, specHash: string, onPhase: (p: 'Pulling'
 /** Creates (and starts, when desired running) a workload; on any failure nothing is left behind. */
 async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord): Promise<void> {
   const { w, specHash } = requireWorkload(step);
-  assertPolicy(w, ctx.deps.config.policy, policyContext(ctx.deps.config));
+  assertPolicy(w, ctx.deps.config.policy);
   const rt = runtimeFor(ctx, w.type);
   let rec = base;
   const phase = (p: 'Pulling' | 'Creating' | 'Starting') => {
@@ -183,7 +177,7 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
     const { w, specHash } = requireWorkload(step);
     const old = requireObserved(step);
     // Denied before the old container is touched: a forbidden new spec must not cost the running one.
-    assertPolicy(w, ctx.deps.config.policy, policyContext(ctx.deps.config));
+    assertPolicy(w, ctx.deps.config.policy);
     const rt = runtimeFor(ctx, w.type);
     let rec = syncDesired(recordOf(ctx, step), w, specHash);
     // Pull the new image while the old container still serves: the outage is stop+create+start only.

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { WorkloadError } from '../../src/errors/index.js';
-import { assertPolicy, DANGEROUS_CAPABILITIES, imageRegistry, policyViolations, resolveRealpath, vmPolicyViolations, type Policy } from '../../src/policy/container-policy.js';
+import { assertPolicy, configurePolicyContext, DANGEROUS_CAPABILITIES, imageRegistry, policyViolations, resolveRealpath, vmPolicyViolations, type Policy } from '../../src/policy/container-policy.js';
 import type { Workload } from '../../src/spec/desired-state.js';
 
 const deny: Policy = {
@@ -147,6 +147,10 @@ describe('host policy helpers', () => {
       (e: unknown) => e instanceof WorkloadError && e.code === 'POLICY_DENIED' && /policy\.allowedBridges/.test(e.message),
     );
     assert.doesNotThrow(() => assertPolicy(c({}), deny));
+  });
+  it('callers without a context (the planner) use the host context set at start', () => {
+    configurePolicyContext({ stateDir, docker: { socketPath: '/var/run/docker.sock', namePrefix: 'p-', enabled: true } });
+    assert.match(policyViolations(c(bind(join(allowed, 'state-link'))), hostPaths)[0] ?? '', /state is always denied/);
   });
   it('parses image registries like Docker', () => {
     assert.deepEqual(imageRegistry('nginx'), { registry: 'docker.io', repository: 'library/nginx' });
