@@ -9,7 +9,6 @@ import { SourceError } from '../errors/index.js';
 import { configurePolicyContext, policyDenials } from '../policy/container-policy.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
-import { isEnvelope } from '../trust/dsse.js';
 import { trustSettingsFrom } from '../trust/settings.js';
 import type { StoreData } from '../store/types.js';
 import { parseArgs, UsageError } from './args.js';
@@ -49,14 +48,13 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
     io.stderr.write(`${desiredPath}: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
-  // A signed document is checked as the agent would (trust.* of the config) and planned from its payload.
-  if (isEnvelope(raw)) {
-    try {
-      raw = openSigned(raw, trustSettingsFrom(config)).payload;
-    } catch (err) {
-      io.stderr.write(`${desiredPath}: ${err instanceof SourceError ? `${err.code}: ` : ''}${err instanceof Error ? err.message : String(err)}\n`);
-      return 1;
-    }
+  // Signatures are checked as the agent would (trust.* of the config): a signed document is planned
+  // from its payload; an unsigned one on a host that requires signatures is refused, as the agent would.
+  try {
+    raw = openSigned(raw, trustSettingsFrom(config)).payload;
+  } catch (err) {
+    io.stderr.write(`${desiredPath}: the agent would refuse it: ${err instanceof SourceError ? `${err.code}: ` : ''}${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
   }
   const v = validateDesiredState(raw);
   if (!v.ok) {

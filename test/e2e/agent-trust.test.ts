@@ -293,6 +293,9 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     const plan = await cli(['plan', '--config', configPath, '--desired', join(dir, 'v8.dsse.json')]);
     assert.equal(plan.code, 0, plan.stderr);
     assert.match(plan.stdout, new RegExp(`denied +m +POLICY_DENIED: spec\\.volumes\\[0\\]\\.source: host path ${link.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(resolves to /etc\\) is denied`));
+    const unsigned = await cli(['plan', '--config', configPath, '--desired', join(dir, 'v8.json')]);
+    assert.equal(unsigned.code, 1);
+    assert.match(unsigned.stderr, /the agent would refuse it: SIGNATURE_INVALID/);
     await publish(envelope);
     const r = await waitReport('m denied', (r) => r.observedGeneration === 8 && r.workloads.find((w) => w.id === 'm')?.error?.code === 'POLICY_DENIED');
     const m = r.workloads.find((w) => w.id === 'm');

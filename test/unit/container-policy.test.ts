@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { WorkloadError } from '../../src/errors/index.js';
 import { assertPolicy, configurePolicyContext, DANGEROUS_CAPABILITIES, imageRegistry, policyViolations, resolveRealpath, vmPolicyViolations, type Policy } from '../../src/policy/container-policy.js';
 import type { Workload } from '../../src/spec/desired-state.js';
+import { validateDesiredState } from '../../src/spec/validate.js';
 
 const deny: Policy = {
   allowPrivileged: false,
@@ -136,6 +137,27 @@ describe('host policy table', () => {
       const got = [...policyViolations(tc.w, tc.policy, pctx), ...vmPolicyViolations(tc.w, tc.policy)];
       assert.equal(got.length, tc.expect.length, `violations: ${JSON.stringify(got)}`);
       tc.expect.forEach((re, i) => assert.match(got[i]!, re));
+    });
+  }
+});
+
+describe('fields the container spec does not have cannot be set (no rule to walk around)', () => {
+  const extras: [string, Record<string, unknown>][] = [
+    ['devices', { devices: [{ hostPath: '/dev/sda' }] }],
+    ['pid', { pid: 'host' }],
+    ['ipc', { ipc: 'host' }],
+    ['uts', { uts: 'host' }],
+    ['userns', { userns: 'host' }],
+    ['sysctls', { sysctls: { 'kernel.core_pattern': '|/x' } }],
+    ['securityOpt', { securityOpt: ['seccomp=unconfined'] }],
+    ['security.securityOpt', { security: { securityOpt: ['apparmor=unconfined'] } }],
+    ['security.devices', { security: { devices: ['/dev/mem'] } }],
+  ];
+  for (const [field, extra] of extras) {
+    it(field, () => {
+      const doc = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n', generation: 1, workloads: [{ id: 'w', type: 'container', spec: { image: 'x', ...extra } }] };
+      const r = validateDesiredState(doc);
+      assert.equal(r.ok, false, `${field} must be refused by the schema`);
     });
   }
 });
