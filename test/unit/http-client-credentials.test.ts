@@ -153,3 +153,36 @@ describe('HttpClient credentials and redirects', () => {
     });
   });
 });
+
+describe('config keys of trust, status credentials and policy', () => {
+  it('are read from env, with status paths made absolute', () => {
+    const c = loadConfig({
+      env: {
+        PERSYS_TRUST_THRESHOLD: '2',
+        PERSYS_TRUST_ALLOW_WILDCARD_NODE: 'true',
+        PERSYS_STATUS_TOKEN_FILE: 'rel/token',
+        PERSYS_STATUS_CA_FILE: '/etc/ca.pem',
+        PERSYS_POLICY_ALLOWED_CAPABILITIES: '["NET_ADMIN"]',
+        PERSYS_POLICY_ALLOWED_REGISTRIES: '["127.0.0.1:5000"]',
+        PERSYS_POLICY_ALLOWED_BRIDGES: '["br0"]',
+        PERSYS_POLICY_ALLOW_UNCONFINED_SECCOMP: 'true',
+      },
+      flags: {},
+      cwd: '/srv/x',
+    });
+    assert.equal(c.trust.threshold, 2);
+    assert.equal(c.trust.allowWildcardNode, true);
+    assert.equal(c.status.tokenFile, '/srv/x/rel/token');
+    assert.equal(c.status.caFile, '/etc/ca.pem');
+    assert.deepEqual(c.policy.allowedCapabilities, ['NET_ADMIN']);
+    assert.deepEqual(c.policy.allowedRegistries, ['127.0.0.1:5000']);
+    assert.deepEqual(c.policy.allowedBridges, ['br0']);
+    assert.equal(c.policy.allowUnconfinedSeccomp, true);
+    assert.equal(c.policy.allowedNetworks, undefined);
+  });
+  it('refuse bad values, naming the key', () => {
+    assert.throws(() => loadConfig({ env: { PERSYS_TRUST_THRESHOLD: '0' }, flags: {} }), /trust\.threshold: .*at least 1/);
+    assert.throws(() => loadConfig({ env: { PERSYS_POLICY_ALLOWED_HOST_PATH_PREFIXES: '["relative"]' }, flags: {} }), /policy\.allowedHostPathPrefixes/);
+    assert.throws(() => loadConfig({ env: { PERSYS_POLICY_ALLOWED_CAPABILITIES: '["sys_admin"]' }, flags: {} }), /policy\.allowedCapabilities/);
+  });
+});
