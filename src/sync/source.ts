@@ -164,18 +164,14 @@ export class DesiredStateSource {
     if (doc.nodeId !== opts.nodeId && doc.nodeId !== ANY_NODE_ID) {
       throw new SourceError('DESIRED_STATE_INVALID', `document is for node ${doc.nodeId}, this node is ${opts.nodeId}`);
     }
-    const stored = this.#storedDocument?.() ?? null;
-    if (stored === null && opts.storedGeneration !== null && doc.generation < opts.storedGeneration) {
-      throw new SourceError(
-        'DESIRED_STATE_STALE',
-        `document generation ${doc.generation} is lower than the stored generation ${opts.storedGeneration} (rollback or replay refused)`,
-      );
-    }
+    // The document in force when the caller gave it, else only its generation (rollback check alone).
+    const inForce = this.#storedDocument?.() ?? null;
+    const stored = inForce ?? (opts.storedGeneration !== null ? { generation: opts.storedGeneration } : null);
     const freshness = checkFreshness(doc, stored, signed, this.#now());
     // Same generation, other content, unsigned: the publisher changed the content without bumping
     // the generation (typically a fix of a typo). Accepted on purpose: refusing would leave the
     // node on the broken version until the next bump. Noted, because it is unusual.
-    if (freshness === 'newer' && stored !== null && doc.generation === stored.generation) {
+    if (freshness === 'newer' && stored !== null && doc.generation === stored.generation && opts.currentEtag !== null) {
       this.#logger?.info({ generation: doc.generation }, 'desired state changed without a generation bump; accepting it');
     }
     return { document: doc, signedBy: opened.signedBy };

@@ -69,12 +69,13 @@ export function checkWildcardNode(doc: DesiredStateDocument, signed: boolean, lo
 export type Freshness = 'same' | 'newer';
 
 /**
- * Rollback, mix-and-match and expiry. `stored` is the document in force (null before the first).
+ * Rollback, mix-and-match and expiry. `stored` is the document in force, or only its generation,
+ * or null before the first.
  * An unsigned document with the same generation and other content is accepted (a publisher's typo
  * fix without a bump); a signed one is refused, since an attacker could otherwise pair any two
  * signed documents of one generation.
  */
-export function checkFreshness(doc: DesiredStateDocument, stored: DesiredStateDocument | null, signed: boolean, nowMs: number): Freshness {
+export function checkFreshness(doc: DesiredStateDocument, stored: DesiredStateDocument | { generation: number } | null, signed: boolean, nowMs: number): Freshness {
   if (stored !== null) {
     if (doc.generation < stored.generation) {
       throw new SourceError(
@@ -82,7 +83,8 @@ export function checkFreshness(doc: DesiredStateDocument, stored: DesiredStateDo
         `document generation ${doc.generation} is lower than the stored generation ${stored.generation} (rollback or replay refused)`,
       );
     }
-    if (doc.generation === stored.generation) {
+    // Content is compared only when the document in force is known (not just its generation).
+    if (doc.generation === stored.generation && 'workloads' in stored) {
       if (isDeepStrictEqual(doc, stored)) return 'same';
       if (signed) {
         throw new SourceError(
