@@ -4,7 +4,8 @@
  * same-generation-different and expired ones are refused with their code in the next report while
  * the running container stays; a key rotation is accepted; a document that expires in force is
  * reported as frozen. The token file is rotated on disk without a restart, a redirect to another
- * host (127.0.0.2) never gets the token, and a bind mount through a symlink to /etc is POLICY_DENIED.
+ * host (127.0.0.2) never gets the token, status goes to its own origin with its own CA and token,
+ * and a bind mount through a symlink to /etc is POLICY_DENIED (in `plan` and in the report).
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
@@ -45,6 +46,8 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
   let dir: string;
   let server: FleetServer;
   let elsewhere: FleetServer;
+  /** Status goes to its own origin with its own CA and token (status.caFile, status.tokenFile). */
+  let statusServer: FleetServer;
   let agent: AgentProcess | undefined;
   let configPath: string;
   let tokenFile: string;
@@ -70,9 +73,9 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
   };
   const key = (n: number, part: 'key' | 'pub') => join(dir, `keys${n}`, `signing.${part}`);
 
-  const mark = () => Math.max(0, ...server.reports(nodeId).map((r) => (r as Report).seq));
+  const mark = () => Math.max(0, ...statusServer.reports(nodeId).map((r) => (r as Report).seq));
   const waitReport = (what: string, pred: (r: Report) => boolean, timeoutMs = 60_000, since = mark()) =>
-    server.waitForReport(nodeId, (r) => (r as Report).seq > since && pred(r as Report), timeoutMs).then(
+    statusServer.waitForReport(nodeId, (r) => (r as Report).seq > since && pred(r as Report), timeoutMs).then(
       (r) => r as Report,
       (err: unknown) => {
         throw new Error(`${what}: ${String(err)}\n--- agent log ---\n${agent?.dump() ?? ''}`);
@@ -106,6 +109,10 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     const tls = { certFile: pki.serverCert, keyFile: pki.serverKey };
     server = await startFleetServer({ tls, requireToken: 'token-one' });
     elsewhere = await startFleetServer({ tls, host: '127.0.0.2' });
+    await mkdir(join(dir, 'status-pki'));
+    const statusPki = await makeThrowawayCa(join(dir, 'status-pki'), 'status');
+    statusServer = await startFleetServer({ tls: { certFile: statusPki.serverCert, keyFile: statusPki.serverKey }, host: '127.0.0.2', requireToken: 'status-secret' });
+    await writeFile(join(dir, 'status-token'), 'status-secret\n', { mode: 0o600 });
     tokenFile = join(dir, 'token');
     await writeFile(tokenFile, 'token-one\n', { mode: 0o600 });
     metricsPort = await freePort();
@@ -117,7 +124,7 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
       stateDir: join(dir, 'state'),
       logLevel: 'info',
       source: { url: server.sourceUrl, caFile: pki.caCert, tokenFile, pollIntervalSeconds: 1 },
-      status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 100 },
+      status: { url: statusServer.statusUrl, caFile: statusPki.caCert, tokenFile: join(dir, 'status-token'), heartbeatSeconds: 1, debounceMs: 100 },
       trust: { publicKeys: [key(1, 'pub')] },
       reconcile: { intervalSeconds: 2 },
       retry: { initialDelaySeconds: 1, maxDelaySeconds: 2 },
@@ -132,6 +139,7 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     await cleanupDockerByLabel(nodeId).catch(() => undefined);
     await server?.close();
     await elsewhere?.close();
+    await statusServer?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -254,11 +262,11 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     const got = await server.waitForRequest((q) => q.kind === 'document' && q.receivedAt >= from && q.headers.authorization === 'Bearer token-two', 15_000);
     assert.ok(got.status === 200 || got.status === 304, String(got.status));
     server.setRequiredToken('token-two');
-    const before = mark();
-    // Status reports carry the same rotated token (same origin).
-    await waitReport('a report with the new token', () => true, 15_000, before);
-    const st = server.requests({ nodeId, kind: 'status' }).filter((q) => q.receivedAt >= from).at(-1);
-    assert.equal(st?.headers.authorization, 'Bearer token-two');
+    // Status has its own origin, CA and token: it never sees the source token.
+    await waitReport('a report after the rotation', () => true, 15_000);
+    const st = statusServer.requests({ nodeId, kind: 'status' });
+    assert.ok(st.length > 0 && st.every((q) => q.headers.authorization === 'Bearer status-secret'));
+    assert.equal(server.requests({ kind: 'status' }).length, 0);
     // The server moves to a third token before the file does: 401s, then the next pull after the
     // file changes succeeds, still without a restart.
     const t401 = Date.now();
