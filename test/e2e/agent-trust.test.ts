@@ -247,6 +247,10 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     const t = Number(/persys_desired_state_expiry_timestamp_seconds (\S+)/.exec(await metric('persys_desired_state_expiry_timestamp_seconds'))?.[1]);
     assert.equal(t, Date.parse(frozen.sync.desiredExpiresAt ?? '') / 1000);
     assert.equal((await ours()).size, 2);
+    const shown = await cli(['status', '--config', configPath]);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /desired state: EXPIRED at .*: its workloads keep running/);
+    assert.match(shown.stdout, new RegExp(`signed by: ${keyId2}`));
     // A fresh document thaws it.
     await publish(await sign('v6', document(6, [container('a'), container('b')]), [key(2, 'key')], '1h'));
     await waitReport('fresh document', (r) => r.observedGeneration === 6 && r.sync.desiredExpired === false);
