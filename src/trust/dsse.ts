@@ -102,9 +102,15 @@ export function verifyEnvelope(envelope: unknown, trusted: TrustedKey[], thresho
     }
     const sig = decodeBase64((s as { sig: string }).sig, `signatures[${i}].sig`);
     // Try every trusted key: the keyid may be absent, stale or a lie, and must not decide trust.
-    for (const k of trusted) {
+    // It only orders the attempts (the named key first), and one signature verifies under one key.
+    const hint = (s as { keyid?: unknown }).keyid;
+    const ordered = typeof hint === 'string' ? [...trusted].sort((a, b) => Number(b.keyId === hint) - Number(a.keyId === hint)) : trusted;
+    for (const k of ordered) {
       if (verified.has(k.keyId)) continue;
-      if (verify(null, message, k.publicKey, sig)) verified.add(k.keyId);
+      if (verify(null, message, k.publicKey, sig)) {
+        verified.add(k.keyId);
+        break;
+      }
     }
   });
   if (verified.size < threshold) {
