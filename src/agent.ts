@@ -27,7 +27,10 @@ import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { Store } from './store/store.js';
 import { SystemdNotifier } from './systemd/notify.js';
-import { createHttpClient } from './sync/http-client.js';
+import { configurePolicyContext } from './policy/container-policy.js';
+import { createSyncClients } from './sync/sync-clients.js';
+import { registerExpiryMetrics } from './trust/expiry-metrics.js';
+import { trustSettingsFrom } from './trust/settings.js';
 import { SourcePoller } from './sync/poller.js';
 import { StatusReporter } from './sync/reporter.js';
 import { DesiredStateSource, type PullResult } from './sync/source.js';
@@ -102,6 +105,7 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
+    configurePolicyContext(config);
     const built = createRuntimes(config, {
       nodeId: this.nodeId,
       stateDir,
@@ -136,6 +140,7 @@ export class Agent {
         }),
       },
     );
+    registerExpiryMetrics(this.metrics.registry, () => this.store.data.desired?.document.expiresAt);
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
@@ -154,20 +159,16 @@ export class Agent {
       },
     });
 
-    const http = createHttpClient({
-      ...(config.source.caFile ? { caFile: config.source.caFile } : {}),
-      ...(config.source.certFile ? { certFile: config.source.certFile } : {}),
-      ...(config.source.keyFile ? { keyFile: config.source.keyFile } : {}),
-      ...(config.source.tokenFile ? { tokenFile: config.source.tokenFile } : {}),
-      allowInsecureHttp: config.source.allowInsecureHttp,
-      timeoutMs: config.source.timeoutSeconds * 1000,
-    });
-    this.closers.push(() => http.close());
-
+    const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const statusUrl = expandUrl(config.status.url ?? pathToFileURL(resolve(stateDir, 'status.json')).href, this.nodeId);
+    // Source and status each get their own client: their own CA, client certificate and token.
+    const { source: http, status: statusHttp } = createSyncClients(config, sourceUrl, statusUrl);
+    this.closers.push(() => http.close(), () => statusHttp.close());
+    const trust = trustSettingsFrom(config);
+
     this.reporter = new StatusReporter({
       url: statusUrl,
-      httpClient: http,
+      httpClient: statusHttp,
       heartbeatSeconds: config.status.heartbeatSeconds,
       debounceMs: config.status.debounceMs,
       buildReport: (seq) => this.buildReport(seq),
@@ -176,10 +177,11 @@ export class Agent {
       logger,
     });
 
-    const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const source = new DesiredStateSource({
       url: sourceUrl,
       httpClient: http,
+      ...(trust !== undefined ? { trust } : {}),
+      storedDocument: () => this.store.data.desired?.document ?? null,
       maxBodyBytes: config.source.maxBodyBytes,
       timeoutMs: config.source.timeoutSeconds * 1000,
       logger,
@@ -286,7 +288,7 @@ export class Agent {
     }
     this.metrics.pulls.inc({ result: '200' });
     const prevGen = this.store.data.desired?.document.generation ?? null;
-    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url });
+    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     this.metrics.desiredGeneration.set(r.document.generation);
     this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
     this.reporter.markDirty();

@@ -16,6 +16,9 @@ const COMMANDS: Record<string, Command> = {
   serve: { summary: 'run the central side: desired state, long-poll, status intake, fleet page', run: async (a, io) => (await import('./serve.js')).serveCommand(a, io) },
   token: { summary: 'make a node (or admin) token for serve; prints it, stores only its hash', run: async (a, io) => (await import('./token.js')).tokenCommand(a, io) },
   publish: { summary: 'publish a desired-state document to serve', run: async (a, io) => (await import('./publish.js')).publishCommand(a, io) },
+  keygen: { summary: 'write an ed25519 key pair for signing desired state', run: async (a, io) => (await import('./trust-commands.js')).keygenCommand(a, io) },
+  sign: { summary: 'validate a desired-state document and sign it (DSSE envelope)', run: async (a, io) => (await import('./trust-commands.js')).signCommand(a, io) },
+  verify: { summary: 'check a signed desired-state document as the agent would', run: async (a, io) => (await import('./trust-commands.js')).verifyCommand(a, io) },
   version: {
     summary: 'print the version',
     run: async (_a, io) => {

@@ -137,7 +137,18 @@ export const isAllowedNonConfigEnv = (name: string): boolean =>
  * Keys whose values are file-system paths, resolved to absolute paths when loaded so later code
  * never depends on the cwd. `trust.publicKeys` entries are PEM text or paths; only paths are resolved.
  */
-const PATH_KEYS = ['stateDir', 'source.caFile', 'source.certFile', 'source.keyFile', 'source.tokenFile', 'docker.socketPath'] as const;
+const PATH_KEYS = [
+  'stateDir',
+  'source.caFile',
+  'source.certFile',
+  'source.keyFile',
+  'source.tokenFile',
+  'status.caFile',
+  'status.certFile',
+  'status.keyFile',
+  'status.tokenFile',
+  'docker.socketPath',
+] as const;
 const PATH_LIST_KEYS = ['trust.publicKeys'] as const;
 export const configPathKeys = (): readonly string[] => [...PATH_KEYS, ...PATH_LIST_KEYS];
 

@@ -1,4 +1,5 @@
 import { API_VERSION } from '../spec/desired-state.js';
+import { isExpired } from '../trust/desired-state-trust.js';
 import type { StatusReport, WorkloadStatus } from '../spec/status-report.js';
 import type { StoreData, WorkloadRecord } from '../store/types.js';
 
@@ -51,7 +52,14 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     observedGeneration: desired?.generation ?? null,
     sentAt: i.now.toISOString(),
     node: { hostname: i.hostname, labels: desired?.labels ?? {}, runtimes: i.runtimes },
-    sync: { lastPullAt: i.data.sync.lastPullAt, lastSuccessAt: i.data.sync.lastSuccessAt, lastError: i.data.sync.lastError },
+    sync: {
+      lastPullAt: i.data.sync.lastPullAt,
+      lastSuccessAt: i.data.sync.lastSuccessAt,
+      lastError: i.data.sync.lastError,
+      desiredExpiresAt: desired?.expiresAt ?? null,
+      desiredExpired: isExpired(desired, i.now.getTime()),
+      signedBy: i.data.desired?.signedBy ?? [],
+    },
     workloads: records.map((r) => {
       const s = workloadStatus(r);
       const vm = r.type === 'vm' ? i.vm?.(r.id) : undefined;

@@ -57,10 +57,10 @@ describe('long-poll: Preference-Applied, not timing', () => {
 
   it('a 200 with Preference-Applied is also re-polled at once; a 200 without it waits the interval', async () => {
     const doc: DesiredStateDocument = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: 1, workloads: [] };
-    const held = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc, waitApplied: 30 }));
+    const held = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc, signedBy: [], waitApplied: 30 }));
     await runFor(poller(held, 30), 700);
     assert.ok(held.asked.length >= 2, `held pulls: ${held.asked.length}`);
-    const plain = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc }));
+    const plain = fakeSource(10, () => ({ kind: 'updated', document: doc, etag: '"x"', raw: doc, signedBy: [] }));
     await runFor(poller(plain, 30), 700);
     assert.equal(plain.asked.length, 1);
   });
