@@ -158,16 +158,17 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
       this.set((sources.store?.().lastWriteMs ?? 0) / 1000);
     },
   });
-  new Gauge({
-    name: 'persys_store_writable',
-    help: '1 when the last state-file write succeeded, 0 while writes fail (they are retried with backoff).',
-    registers,
-    collect() {
-      const w = sources.store?.().writable;
-      if (w === undefined) this.reset();
-      else this.set(w ? 1 : 0);
-    },
-  });
+  // Only for a store that says (an unlabelled gauge without a value would still be exposed as 0).
+  if (typeof sources.store?.().writable === 'boolean') {
+    new Gauge({
+      name: 'persys_store_writable',
+      help: '1 when the last state-file write succeeded, 0 while writes fail (they are retried with backoff).',
+      registers,
+      collect() {
+        this.set(sources.store?.().writable === false ? 0 : 1);
+      },
+    });
+  }
   const storeWriteDuration = new Histogram({
     name: 'persys_store_write_duration_seconds',
     help: 'Duration of state-file writes (serialise, write, fsync, rename).',
