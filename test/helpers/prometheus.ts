@@ -166,12 +166,17 @@ export async function startPushgateway(): Promise<Pushgateway> {
 
 /** Runs `promtool check metrics` on `text`; resolves with its exit code and output. */
 export function promtoolCheckMetrics(text: string): Promise<{ code: number | null; output: string }> {
+  return promtool(['check', 'metrics'], { input: text });
+}
+
+/** Runs promtool with `args` (stdin `input`, in `cwd`), bounded to 60 s; resolves with its exit code and output. */
+export function promtool(args: string[], opts: { input?: string; cwd?: string } = {}): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('promtool', args, { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
     let output = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
@@ -180,6 +185,6 @@ export function promtoolCheckMetrics(text: string): Promise<{ code: number | nul
       clearTimeout(timer);
       resolve({ code, output });
     });
-    child.stdin.end(text);
+    child.stdin.end(opts.input ?? '');
   });
 }

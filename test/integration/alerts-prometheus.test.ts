@@ -154,6 +154,12 @@ describe('the alert rules and dashboard on a real Prometheus', { skip, timeout: 
     assert.ok(r, `alert ${alert}`);
     return r.expr;
   };
+  /** Waits until the alert's expression returns series (bounded), and returns them. */
+  const untilAlertExpr = (alert: string, timeoutMs = 60_000): Promise<Series[]> =>
+    waitFor(`${alert} expression`, async () => {
+      const x = await q(exprOf(alert));
+      return x.length > 0 ? x : undefined;
+    }, timeoutMs);
 
   it('scrapes the agents and reads the pushed agent as its own instance', async () => {
     const info = await waitFor('three persys_node_info series', async () => {
@@ -206,10 +212,7 @@ describe('the alert rules and dashboard on a real Prometheus', { skip, timeout: 
   });
 
   it('finds the node id that two agents report', async () => {
-    const r = await waitFor('NodeIdConflict expression', async () => {
-      const x = await q(exprOf('PersysNodeIdConflict'));
-      return x.length > 0 ? x : undefined;
-    }, 30_000);
+    const r = await untilAlertExpr('PersysNodeIdConflict', 30_000);
     assert.deepEqual(r.map((s) => [s.metric.node_id, s.value[1]]), [[nodeA, '2']]);
   });
 
@@ -264,20 +267,14 @@ describe('the alert rules and dashboard on a real Prometheus', { skip, timeout: 
 
   it('push mode: an agent that stops pushing becomes PersysAgentPushStale through push_time_seconds', async () => {
     await agentB!.stop('SIGTERM');
-    const r = await waitFor('PersysAgentPushStale expression for the stopped agent', async () => {
-      const x = await q(exprOf('PersysAgentPushStale'));
-      return x.length > 0 ? x : undefined;
-    }, 60_000);
+    const r = await untilAlertExpr('PersysAgentPushStale');
     assert.deepEqual(r.map((s) => [s.metric.node_id, s.metric.instance]), [[nodeB, nodeB]]);
     assert.ok(Number(r[0]?.value[1]) > 6, `age ${r[0]?.value[1]} s is over 3 push intervals`);
   });
 
   it('scrape mode: an agent that stops is PersysAgentDown, with the node id it last reported', async () => {
     await agentC!.stop('SIGTERM');
-    const r = await waitFor('PersysAgentDown expression for the stopped agent', async () => {
-      const x = await q(exprOf('PersysAgentDown'));
-      return x.length > 0 ? x : undefined;
-    }, 60_000);
+    const r = await untilAlertExpr('PersysAgentDown');
     assert.deepEqual(r.map((s) => [s.metric.instance, s.metric.node_id]), [[instC(), nodeA]]);
   });
 });

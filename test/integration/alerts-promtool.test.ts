@@ -5,32 +5,14 @@
  * `promtool check config` accepts the example configuration together with the rules it loads.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { describe, it } from 'node:test';
 
 import { PROMETHEUS_EXAMPLE, RULES_FILE, RULES_TEST_FILE, alertRules } from '../helpers/alerting.js';
 import { requireEngine } from '../helpers/engines.js';
+import { promtool } from '../helpers/prometheus.js';
 
 const skip = await requireEngine('prometheus');
-
-function promtool(args: string[], cwd?: string): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('promtool', args, { stdio: ['ignore', 'pipe', 'pipe'], ...(cwd ? { cwd } : {}) });
-    let output = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-  });
-}
 
 describe('promtool on the shipped rules', { skip, timeout: 120_000 }, () => {
   it('check rules: clean, every rule found', async () => {
@@ -41,7 +23,7 @@ describe('promtool on the shipped rules', { skip, timeout: 120_000 }, () => {
   });
 
   it('test rules: every alert fires when it should and only then', async () => {
-    const r = await promtool(['test', 'rules', RULES_TEST_FILE], dirname(RULES_TEST_FILE));
+    const r = await promtool(['test', 'rules', RULES_TEST_FILE], { cwd: dirname(RULES_TEST_FILE) });
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /SUCCESS/);
   });
