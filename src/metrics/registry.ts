@@ -212,9 +212,9 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
   });
 
   registerWorkloadStateMetrics(registry, {
-    ...(sources.workloadPhases ? { records: sources.workloadPhases } : {}),
-    ...(sources.desiredGeneration ? { desiredGeneration: sources.desiredGeneration } : {}),
-    ...(sources.desiredWorkloads ? { desiredWorkloads: sources.desiredWorkloads } : {}),
+    records: sources.workloadPhases,
+    desiredGeneration: sources.desiredGeneration,
+    desiredWorkloads: sources.desiredWorkloads,
   });
 
   const usageCounter = (name: string, help: string, key: UsageKey) =>
