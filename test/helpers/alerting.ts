@@ -5,8 +5,9 @@
  * variables so its queries can be run against a real Prometheus.
  */
 import { readFileSync, readdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 
 const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 
@@ -134,4 +135,32 @@ export function labelValuesQuery(variable: DashboardVariable): { selector: strin
   const m = /^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$/.exec(q.trim());
   if (!m) throw new Error(`variable ${variable.name}: not a label_values() query: ${q}`);
   return { selector: m[1]!, label: m[2]! };
+}
+
+// --- the example Prometheus configuration ------------------------------------------------------------
+
+interface ScrapeConfig {
+  job_name: string;
+  scrape_interval?: string;
+  scrape_timeout?: string;
+  static_configs: { targets: string[] }[];
+}
+
+/** The example configuration with loopback targets, 1 s intervals and the rules file by absolute path. */
+export async function exampleConfig(targets: { agents: string[]; pushgateway: string }): Promise<string> {
+  const cfg = parse(await readFile(PROMETHEUS_EXAMPLE, 'utf8')) as {
+    global: Record<string, string>;
+    rule_files: string[];
+    scrape_configs: ScrapeConfig[];
+  };
+  cfg.global = { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' };
+  cfg.rule_files = [RULES_FILE];
+  const job = (name: string) => {
+    const j = cfg.scrape_configs.find((s) => s.job_name === name);
+    if (!j) throw new Error(`prometheus.example.yml has no job ${name}`);
+    return j;
+  };
+  job('persys_agent').static_configs = [{ targets: targets.agents }];
+  job('persys_pushgateway').static_configs = [{ targets: [targets.pushgateway] }];
+  return stringify(cfg);
 }

@@ -13,46 +13,19 @@
  * Containers are found and removed by the run's own node-id labels.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parse, stringify } from 'yaml';
 
 import { AgentProcess, waitFor } from '../helpers/agent-process.js';
-import { PROMETHEUS_EXAMPLE, RULES_FILE, alertRules, allRules, dashboardQueries, labelValuesQuery, loadDashboard } from '../helpers/alerting.js';
+import { alertRules, exampleConfig, allRules, dashboardQueries, labelValuesQuery, loadDashboard } from '../helpers/alerting.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { freePort, httpGet, startPrometheus, startPushgateway, type PrometheusServer, type Pushgateway } from '../helpers/prometheus.js';
 
 const skip = (await requireEngine('docker')) || (await requireEngine('prometheus')) || (await requireEngine('pushgateway'));
 
 type Series = { metric: Record<string, string>; value: [number, string] };
-
-interface ScrapeConfig {
-  job_name: string;
-  scrape_interval?: string;
-  scrape_timeout?: string;
-  static_configs: { targets: string[] }[];
-}
-
-/** The example configuration with loopback targets, 1 s intervals and the rules file by absolute path. */
-async function exampleConfig(targets: { agents: string[]; pushgateway: string }): Promise<string> {
-  const cfg = parse(await readFile(PROMETHEUS_EXAMPLE, 'utf8')) as {
-    global: Record<string, string>;
-    rule_files: string[];
-    scrape_configs: ScrapeConfig[];
-  };
-  cfg.global = { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' };
-  cfg.rule_files = [RULES_FILE];
-  const job = (name: string) => {
-    const j = cfg.scrape_configs.find((s) => s.job_name === name);
-    if (!j) throw new Error(`prometheus.example.yml has no job ${name}`);
-    return j;
-  };
-  job('persys_agent').static_configs = [{ targets: targets.agents }];
-  job('persys_pushgateway').static_configs = [{ targets: [targets.pushgateway] }];
-  return stringify(cfg);
-}
 
 const container = (id: string, command: string[]) => ({
   id,
