@@ -69,7 +69,8 @@ export function durationSeconds(d: string): number {
 export function metricNames(expr: string): Set<string> {
   const names = new Set<string>();
   const noStrings = expr.replace(/"(?:[^"\\]|\\.)*"/g, '""');
-  for (const m of noStrings.matchAll(/\b(persys_[a-z0-9_]+|up|push_time_seconds|push_failure_time_seconds|ALERTS)\b/g)) names.add(m[1]!);
+  // Whole names only: not the persys_* inside a recording rule's level:metric:operation name.
+  for (const m of noStrings.matchAll(/(?<![\w:])(persys_[a-z0-9_]+|up|push_time_seconds|push_failure_time_seconds|ALERTS)(?![\w:])/g)) names.add(m[1]!);
   return names;
 }
 
