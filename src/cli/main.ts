@@ -12,6 +12,9 @@ const COMMANDS: Record<string, Command> = {
   validate: { summary: 'check a desired-state document', run: async (a, io) => (await import('./validate.js')).validateCommand(a, io) },
   status: { summary: 'show the running agent\'s workloads (phase, attempts, errors)', run: async (a, io) => (await import('./status.js')).statusCommand(a, io) },
   retry: { summary: 'retry a failed workload now (resets its attempts)', run: async (a, io) => (await import('./retry.js')).retryCommand(a, io) },
+  serve: { summary: 'run the central side: desired state, long-poll, status intake, fleet page', run: async (a, io) => (await import('./serve.js')).serveCommand(a, io) },
+  token: { summary: 'make a node (or admin) token for serve; prints it, stores only its hash', run: async (a, io) => (await import('./token.js')).tokenCommand(a, io) },
+  publish: { summary: 'publish a desired-state document to serve', run: async (a, io) => (await import('./publish.js')).publishCommand(a, io) },
   version: {
     summary: 'print the version',
     run: async (_a, io) => {

@@ -29,7 +29,7 @@ export const configSchema = v.strictObject({
       v.strictObject({
         url: v.pipe(v.optional(url('source.url')), d('Desired-state URL; {nodeId} is replaced. Default: file:// of --desired.')),
         pollIntervalSeconds: v.pipe(v.optional(seconds('source.pollIntervalSeconds', 1, 86400), 30), d('Time between pulls (jittered).')),
-        longPollSeconds: v.pipe(v.optional(seconds('source.longPollSeconds', 0, 3600), 0), d('Prefer: wait=N sent with each pull; 0 disables.')),
+        longPollSeconds: v.pipe(v.optional(seconds('source.longPollSeconds', 0, 3600), 0), d('Longest hold asked for with Prefer: wait=N (jittered down by up to 1/16); only an answer with Preference-Applied counts as held, a static host is polled every pollIntervalSeconds; 0 disables. Use 90 with persys-agent serve (its cap; CDNs cut held requests at ~100 s).')),
         timeoutSeconds: v.pipe(v.optional(seconds('source.timeoutSeconds', 1, 3600), 30), d('Request timeout (on top of longPollSeconds).')),
         maxBodyBytes: v.pipe(v.optional(int('source.maxBodyBytes', 1024, 256 * 1024 * 1024), 8 * 1024 * 1024), d('Largest desired-state body accepted.')),
         caFile: v.pipe(v.optional(path('source.caFile')), d('PEM CA bundle to trust for the source and status endpoints.')),

@@ -29,9 +29,11 @@ import {
 } from './http-client.js';
 
 export type PullResult =
-  | { kind: 'not-modified' }
+  | { kind: 'not-modified'; waitApplied?: number }
   | {
       kind: 'updated';
+      /** `Preference-Applied: wait=N` of the answer: the server holds requests (long-poll). Absent from static hosts. */
+      waitApplied?: number;
       document: DesiredStateDocument;
       /** Opaque validator to send back as currentEtag; null when the server gave none. */
       etag: string | null;
@@ -113,11 +115,12 @@ export class DesiredStateSource {
     const url = this.urlFor(opts.nodeId);
     if (opts.signal.aborted) throw new SourceError('DESIRED_STATE_UNAVAILABLE', `pull of ${redactUrl(url)} aborted`, { cause: opts.signal.reason });
     let fetched: { raw: unknown; etag: string | null } | 'not-modified';
+    const applied: { waitApplied?: number } = {};
     if (url.protocol === 'file:') fetched = await this.#pullFile(url, opts);
-    else fetched = await this.#pullHttp(url, opts);
-    if (fetched === 'not-modified') return { kind: 'not-modified' };
+    else fetched = await this.#pullHttp(url, opts, applied);
+    if (fetched === 'not-modified') return { kind: 'not-modified', ...applied };
     const document = await this.#accept(fetched.raw, opts, url.protocol === 'file:');
-    return { kind: 'updated', document, etag: fetched.etag, raw: fetched.raw };
+    return { kind: 'updated', document, etag: fetched.etag, raw: fetched.raw, ...applied };
   }
 
   async #accept(raw: unknown, opts: PullOptions, local: boolean): Promise<DesiredStateDocument> {
@@ -161,7 +164,7 @@ export class DesiredStateSource {
     return doc;
   }
 
-  async #pullHttp(url: URL, opts: PullOptions): Promise<{ raw: unknown; etag: string | null } | 'not-modified'> {
+  async #pullHttp(url: URL, opts: PullOptions, applied: { waitApplied?: number }): Promise<{ raw: unknown; etag: string | null } | 'not-modified'> {
     const client = this.#client;
     if (client === undefined) throw new Error('DesiredStateSource: an http(s) source needs an httpClient');
     const shown = redactUrl(url);
@@ -183,7 +186,11 @@ export class DesiredStateSource {
           extraTimeoutMs: waitSeconds * 1000,
           ...(this.#timeoutMs !== undefined ? { timeoutMs: this.#timeoutMs } : {}),
         },
-        (res) => this.#handleResponse(res, shown, opts),
+        (res) => {
+          const waitApplied = parsePreferenceAppliedWait(headerValue(res.headers, 'preference-applied'));
+          if (waitApplied !== undefined) applied.waitApplied = waitApplied;
+          return this.#handleResponse(res, shown, opts);
+        },
       );
     } catch (err) {
       if (err instanceof SourceError) throw err;
@@ -285,6 +292,13 @@ export class DesiredStateSource {
     if (opts.currentEtag !== null && fileDigestOf(opts.currentEtag) === digest) return 'not-modified';
     return { raw: parseJson(content), etag };
   }
+}
+
+/** `Preference-Applied: wait=N` (RFC 7240) -> N; undefined when absent or without a wait. */
+export function parsePreferenceAppliedWait(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /(?:^|[,;\s])wait\s*=\s*"?(\d+)"?/i.exec(value);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
 }
 
 function fileDigestOf(etag: string): string | undefined {
