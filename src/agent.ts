@@ -11,6 +11,8 @@ import { SourceError } from './errors/index.js';
 import { resolveNodeId } from './identity/node-id.js';
 import type { Logger } from './log.js';
 import { HostCollector } from './metrics/host.js';
+import { readHostId } from './metrics/host-id.js';
+import { configIntervals } from './metrics/intervals.js';
 import { MetricsPusher } from './metrics/push.js';
 import { computeReadiness } from './metrics/readiness.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics/registry.js';
@@ -120,10 +122,11 @@ export class Agent {
 
     this.stats = new WorkloadStatsCollector({ runtimes: this.runtimes, intervalSeconds: config.metrics.statsIntervalSeconds, health: this.health, logger });
     this.metrics = createAgentMetrics(
-      { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname() },
+      { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname(), hostId: await readHostId(stateDir), intervals: configIntervals(config) },
       {
         lastPullSuccessAt: () => this.store.data.sync.lastSuccessAt,
         desiredGeneration: () => this.store.data.desired?.document.generation ?? null,
+        desiredWorkloads: () => this.store.data.desired?.document.workloads ?? [],
         workloadPhases: () => Object.values(this.store.data.records),
         store: () => this.store,
         statusReports: () => this.reporter?.sends ?? { ok: 0, error: 0 },
