@@ -1,4 +1,5 @@
 import { Agent } from '../agent.js';
+import { StateDirLockedError } from '../store/lock.js';
 import { createLogger } from '../log.js';
 import { parseArgs } from './args.js';
 import { configFromArgs } from './config-args.js';
@@ -21,7 +22,17 @@ export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableSt
   if (!config) return 2;
   const logger = createLogger(config.logLevel);
   const desiredPath = typeof args.options.desired === 'string' ? args.options.desired : './desired-state.json';
-  const agent = await Agent.start({ config, desiredPath, logger });
+  let agent: Agent;
+  try {
+    agent = await Agent.start({ config, desiredPath, logger });
+  } catch (err) {
+    // A second agent on the same state dir: a usage problem, not a crash; the first one is untouched.
+    if (err instanceof StateDirLockedError) {
+      io.stderr.write(`persys-agent run: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
 
   return await new Promise<number>((resolve) => {
     let stopping = false;
