@@ -4,7 +4,9 @@
  * cannot run (no dockerd, no image) says why and the others go on.
  *
  *   npm run bench                 all of them (about 4-6 minutes)
- *   npm run bench -- plan store   only the named sections (rss, cycle, plan, store, apply, scrape)
+ *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape)
+ *
+ * BENCH_WRITES_IDLE_SECONDS=60 shortens the idle-writes window (default 300 s, the issue's figure).
  *
  * BENCH_AGENT_NODE_OPTIONS=... passes Node flags to the agent process of the RSS bench only (the bare
  * node baseline never gets them), to size a fix such as --max-semi-space-size=2.
@@ -24,9 +26,10 @@ import { dockerUnavailableReason, progress, removeBenchContainers, removeNode, s
 import { benchPlan } from './plan.js';
 import { benchIdleRssEmpty, benchIdleRssFleet, type Fleet } from './rss.js';
 import { benchStore } from './store.js';
+import { benchIdleWrites } from './writes.js';
 
 const FLEET_SIZE = 200;
-const SECTIONS = ['rss', 'cycle', 'plan', 'store', 'apply', 'scrape'] as const;
+const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 interface Outcome {
@@ -145,7 +148,7 @@ async function main(): Promise<void> {
   const signal = abort.signal;
 
   const workDir = await mkdtemp(join(tmpdir(), 'persys-bench-'));
-  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply');
+  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes');
   const dockerDown = needsDocker ? await dockerUnavailableReason() : undefined;
   const outcomes: Outcome[] = [];
   const started = Date.now();
@@ -160,6 +163,7 @@ async function main(): Promise<void> {
     }
     if (want.has('plan')) outcomes.push(await runSection('plan', async () => ({ rows: await benchPlan(), notes: [] })));
     if (want.has('store')) outcomes.push(await runSection('store', async () => ({ rows: await benchStore(), notes: [] })));
+    if (want.has('writes')) outcomes.push(await runSection(`idle disk writes, ${FLEET_SIZE} workloads`, () => benchIdleWrites(FLEET_SIZE, signal), dockerDown));
     if (want.has('rss')) {
       outcomes.push(await runSection('idle RSS, 0 workloads', () => benchIdleRssEmpty(workDir, signal)));
       outcomes.push(
