@@ -35,6 +35,7 @@ import Docker from 'dockerode';
 import { AgentProcess, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 const exec = promisify(execFile);
 const skip = await requireEngine('docker');
@@ -43,18 +44,6 @@ const FLEET = 200;
 const CHURN = 10;
 const ROUNDS = Number(process.env.KILL9_ROUNDS ?? 30);
 const SEED = Number(process.env.KILL9_SEED ?? randomInt(1, 2 ** 31 - 1));
-
-/** mulberry32: small, seeded, good enough to pick moments and mutations reproducibly. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface W {
   id: string;
@@ -77,6 +66,23 @@ const workload = (id: string, desiredState: 'running' | 'stopped', env: string):
   spec: { image: IMAGE, command: ['sleep', '3600'], env: { V: env }, stopTimeoutSeconds: 1, network: { mode: 'none' } },
 });
 
+/** The agent config both parts use: loopback fleet server, 1 s polls and heartbeats, metrics off. */
+function writeConfig(file: string, nodeId: string, stateDir: string, server: FleetServer, reconcile: Record<string, number>): Promise<void> {
+  return writeFile(
+    file,
+    JSON.stringify({
+      nodeId,
+      stateDir,
+      logLevel: 'info',
+      source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
+      status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
+      reconcile,
+      metrics: { listen: 'off' },
+      docker: { namePrefix: `t-${nodeId}-` },
+    }),
+  );
+}
+
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
@@ -87,7 +93,7 @@ const ONLY = process.env.KILL9_ONLY; // 'rounds' | 'full-disk': run one part whi
 describe('kill -9 at random moments: the store survives, nothing is duplicated or orphaned, seq never goes back', { skip: skip || (ONLY === 'full-disk' && 'KILL9_ONLY=full-disk'), timeout: 900_000 }, () => {
   const nodeId = testNodeId('test-kill9');
   const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-  const random = rng(SEED);
+  const random = seededRandom(SEED);
   let dir: string;
   let stateDir: string;
   let server: FleetServer;
@@ -143,19 +149,7 @@ describe('kill -9 at random moments: the store survives, nothing is duplicated o
     stateDir = join(dir, 'state');
     server = await startFleetServer({ tls: null });
     configPath = join(dir, 'config.json');
-    await writeFile(
-      configPath,
-      JSON.stringify({
-        nodeId,
-        stateDir,
-        logLevel: 'info',
-        source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
-        status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
-        reconcile: { intervalSeconds: 2, concurrency: 8 },
-        metrics: { listen: 'off' },
-        docker: { namePrefix: `t-${nodeId}-` },
-      }),
-    );
+    await writeConfig(configPath, nodeId, stateDir, server, { intervalSeconds: 2, concurrency: 8 });
   });
 
   after(async () => {
@@ -276,19 +270,7 @@ describe('rollback below the running generation: a desired state that cannot be 
     mounted = true;
     server = await startFleetServer({ tls: null });
     configPath = join(dir, 'config.json');
-    await writeFile(
-      configPath,
-      JSON.stringify({
-        nodeId,
-        stateDir,
-        logLevel: 'info',
-        source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
-        status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
-        reconcile: { intervalSeconds: 1 },
-        metrics: { listen: 'off' },
-        docker: { namePrefix: `t-${nodeId}-` },
-      }),
-    );
+    await writeConfig(configPath, nodeId, stateDir, server, { intervalSeconds: 1 });
   });
 
   after(async () => {
