@@ -50,7 +50,8 @@ export async function benchIdleWrites(size: number, signal: AbortSignal): Promis
         stateDir,
         logLevel: 'warn',
         source: { url: server.sourceUrl, caFile: pki.caCert },
-        status: { url: server.statusUrl, caFile: pki.caCert, heartbeatSeconds: HEARTBEAT_SECONDS },
+        // The status POSTs go through the same HTTPS client (and CA) as the pulls.
+        status: { url: server.statusUrl, heartbeatSeconds: HEARTBEAT_SECONDS },
         metrics: { listen: '127.0.0.1:0' },
         docker: { socketPath: DOCKER_SOCKET, namePrefix: `${nodeId}-` },
       }),
@@ -58,9 +59,12 @@ export async function benchIdleWrites(size: number, signal: AbortSignal): Promis
     progress(`idle writes: agent brings up ${size} containers (status over HTTPS, heartbeat ${HEARTBEAT_SECONDS} s)`);
     agent = spawnNode([CLI, 'run', '--config', configFile]);
     const running = (r: JsonObject) => Array.isArray(r.workloads) && r.workloads.length === size && (r.workloads as { phase?: string }[]).every((w) => w.phase === 'Running');
-    await server.waitForReport(nodeId, running, BRING_UP_TIMEOUT_MS).catch((err: unknown) => {
-      throw new Error(`not all ${size} workloads Running: ${String(err)}\n${agent?.tail() ?? ''}`);
-    });
+    const upBy = Date.now() + BRING_UP_TIMEOUT_MS;
+    while (!server.reports(nodeId).some(running)) {
+      if (agent.child.exitCode !== null) throw new Error(`the agent exited before its workloads were Running:\n${agent.tail()}`);
+      if (Date.now() > upBy) throw new Error(`not all ${size} workloads Running after ${BRING_UP_TIMEOUT_MS / 1000} s:\n${agent.tail()}`);
+      await sleep(500, signal);
+    }
     await sleep(SETTLE_MS, signal);
     bare = spawnNode(['-e', 'setInterval(()=>{},1000)']);
     const reportsBefore = server.reports(nodeId).length;
