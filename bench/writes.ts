@@ -91,6 +91,8 @@ export async function benchIdleWrites(size: number, signal: AbortSignal): Promis
           target: idleSeconds === 300 ? { on: 'value', max: 64, text: '< 64 KiB' } : { on: 'value', max: (64 * idleSeconds) / 300, text: `< ${round2((64 * idleSeconds) / 300)} KiB (64 KiB per 5 min)` },
         },
         { name: `status reports sent in that window`, value: reports, unit: 'reports' },
+        // Shows that the counter counts: the bring-up (200 records, desired.json, node-id) did write.
+        { name: `bytes written by the agent from start until ${size} workloads settled`, value: round2(a0 / 1024), unit: 'KiB' },
       ],
       notes: [
         `idle writes: state.json is ${round2(stateSize / 1024)} KiB with ${size} records and was ${stateRewritten ? 'REWRITTEN' : 'not rewritten'} during the window; ` +
