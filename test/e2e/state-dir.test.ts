@@ -94,9 +94,11 @@ describe('state dir: one agent, clean exit, crash leftovers', { timeout: 120_000
     const files = await readdir(state());
     assert.ok(files.includes('agent.lock') && files.includes('agent.sock'), files.join(','));
 
+    const seqBefore = (JSON.parse(await readFile(join(state(), 'status.json'), 'utf8')) as { seq: number }).seq;
     const next = run(cwd, nodeId);
     started.push(next);
-    await waitFor('the next agent to take over', async () => next.out().includes('persys-agent starting') && (await readdir(state())).includes('agent.sock'), 30_000);
+    // Its first report means start-up is over (and its SIGTERM handler installed).
+    await waitFor('the next agent to take over and report', async () => (JSON.parse(await readFile(join(state(), 'status.json'), 'utf8')) as { seq: number }).seq > seqBefore, 30_000);
     const lock = JSON.parse(await readFile(join(state(), 'agent.lock'), 'utf8')) as { pid: number };
     assert.equal(lock.pid, next.pid);
     const now = await readdir(state());
