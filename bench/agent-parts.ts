@@ -45,7 +45,7 @@ export async function openAgentParts(o: PartsOptions): Promise<AgentParts> {
   if (store.data.nodeId !== o.nodeId) store.update((d) => void (d.nodeId = o.nodeId));
   if (o.desired) {
     const document = o.desired;
-    store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'bench' });
+    await store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'bench' });
   }
   await store.flush();
   const runtime = new DockerRuntime({ socketPath: config.docker.socketPath, nodeId: o.nodeId, namePrefix: config.docker.namePrefix, logger: o.logger });

@@ -4,7 +4,9 @@
  * cannot run (no dockerd, no image) says why and the others go on.
  *
  *   npm run bench                 all of them (about 4-6 minutes)
- *   npm run bench -- plan store   only the named sections (rss, cycle, plan, store, apply, scrape, trust)
+ *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape, trust)
+ *
+ * BENCH_WRITES_IDLE_SECONDS=60 shortens the idle-writes window (default 300 s, the issue's figure).
  *
  * BENCH_AGENT_NODE_OPTIONS=... passes Node flags to the agent process of the RSS bench only (the bare
  * node baseline never gets them), to size a fix such as --max-semi-space-size=2.
@@ -25,9 +27,10 @@ import { benchPlan } from './plan.js';
 import { benchIdleRssEmpty, benchIdleRssFleet, type Fleet } from './rss.js';
 import { benchStore } from './store.js';
 import { benchTrust } from './trust.js';
+import { benchIdleWrites } from './writes.js';
 
 const FLEET_SIZE = 200;
-const SECTIONS = ['rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust'] as const;
+const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 interface Outcome {
@@ -146,7 +149,7 @@ async function main(): Promise<void> {
   const signal = abort.signal;
 
   const workDir = await mkdtemp(join(tmpdir(), 'persys-bench-'));
-  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply');
+  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes');
   const dockerDown = needsDocker ? await dockerUnavailableReason() : undefined;
   const outcomes: Outcome[] = [];
   const started = Date.now();
@@ -162,6 +165,7 @@ async function main(): Promise<void> {
     if (want.has('plan')) outcomes.push(await runSection('plan', async () => ({ rows: await benchPlan(), notes: [] })));
     if (want.has('trust')) outcomes.push(await runSection('trust', async () => ({ rows: await benchTrust(), notes: [] })));
     if (want.has('store')) outcomes.push(await runSection('store', async () => ({ rows: await benchStore(), notes: [] })));
+    if (want.has('writes')) outcomes.push(await runSection(`idle disk writes, ${FLEET_SIZE} workloads`, () => benchIdleWrites(FLEET_SIZE, signal), dockerDown));
     if (want.has('rss')) {
       outcomes.push(await runSection('idle RSS, 0 workloads', () => benchIdleRssEmpty(workDir, signal)));
       outcomes.push(

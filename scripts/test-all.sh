@@ -118,6 +118,10 @@ step "unit tests (node 24)" env NODE_BIN="$NODE24_BIN" bash scripts/test.sh unit
 step "integration + e2e tests" env PERSYS_REQUIRE_ENGINES="$REQUIRED" PERSYS_SKIP_BUILD=1 \
   bash scripts/test.sh integration
 
+# The fault suite (test/faults/: kill -9 mid-apply, full state dir, ...) after the integration suites.
+step "fault tests" env PERSYS_REQUIRE_ENGINES="$REQUIRED" PERSYS_SKIP_BUILD=1 \
+  bash scripts/test.sh faults
+
 # ---- summary -----------------------------------------------------------------------------------
 printf '\n'
 print_step_summary

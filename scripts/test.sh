@@ -7,6 +7,7 @@
 #   unit         test/unit/**/*.test.ts (parallel files)
 #   integration  npm run build, then test/integration + test/e2e one file at a time
 #   e2e          npm run build, then test/e2e one file at a time
+#   faults       npm run build, then test/faults one file at a time (kill -9, full disks, ...)
 #   quick        unit, then integration + e2e (the default `npm test`); integration suites whose
 #                engine is missing skip themselves unless PERSYS_REQUIRE_ENGINES names it
 #
@@ -24,7 +25,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-usage() { printf 'usage: bash scripts/test.sh quick|unit|integration|e2e [extra args...]\n' >&2; }
+usage() { printf 'usage: bash scripts/test.sh quick|unit|integration|e2e|faults [extra args...]\n' >&2; }
 log() { printf 'test.sh: %s\n' "$*" >&2; }
 
 if (($# < 1)); then usage; exit 2; fi
@@ -35,7 +36,7 @@ NODE_BIN="${NODE_BIN:-node}"
 TIMEOUT_MS="${PERSYS_TEST_TIMEOUT_MS:-1200000}"
 
 case "$MODE" in
-  quick | unit | integration | e2e) ;;
+  quick | unit | integration | e2e | faults) ;;
   *) usage; exit 2 ;;
 esac
 
@@ -134,6 +135,9 @@ case "$MODE" in
     ;;
   e2e)
     run_suite e2e "test/e2e" --test-concurrency=1
+    ;;
+  faults)
+    run_suite faults "test/faults" --test-concurrency=1
     ;;
   quick)
     run_suite unit "test/unit"

@@ -27,6 +27,7 @@ import type { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
 import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
+import { acquireStateDirLock } from './store/lock.js';
 import { Store } from './store/store.js';
 import { SystemdNotifier } from './systemd/notify.js';
 import { configurePolicyContext } from './policy/container-policy.js';
@@ -99,10 +100,13 @@ export class Agent {
     systemd.readyAtLatest(120_000, 'started; the first reconcile is still running');
     const stateDir = resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    // Before anything in the state dir is read or written; released last (closers run in reverse).
+    const lock = await acquireStateDirLock(stateDir);
+    this.closers.push(() => lock.release());
     this.store = await Store.open(stateDir, logger);
     this.closers.push(() => this.store.close());
 
-    const id = await resolveNodeId({ ...(config.nodeId ? { override: config.nodeId } : {}), stateDir });
+    const id = await resolveNodeId({ ...(config.nodeId ? { override: config.nodeId } : {}), stateDir, logger });
     this.nodeId = id.nodeId;
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
@@ -176,7 +180,7 @@ export class Agent {
       debounceMs: config.status.debounceMs,
       buildReport: (seq) => this.buildReport(seq),
       loadSeq: () => this.store.data.reporter.seq,
-      saveSeq: (seq) => this.store.update((d) => void (d.reporter.seq = seq)),
+      saveSeq: (seq) => this.beforeReport(seq),
       logger,
     });
 
@@ -268,7 +272,18 @@ export class Agent {
     void this.loop.trigger('start', signal);
   }
 
-  private onPull(r: PullResult | SourceError, url: string): void {
+  /**
+   * Durability order before a report goes out: its seq is covered by a stored reservation (a
+   * failure stops the send), and records changed so far (retry schedules, failure history) are on
+   * disk. A failing records write does not hold the report back: it then says the store is failing,
+   * which beats silence.
+   */
+  private async beforeReport(seq: number): Promise<void> {
+    await this.store.reserveSeq(seq);
+    await this.store.flush().catch(() => undefined);
+  }
+
+  private async onPull(r: PullResult | SourceError, url: string): Promise<void> {
     const now = new Date().toISOString();
     if (r instanceof SourceError) {
       this.metrics.pulls.inc({ result: 'error' });
@@ -291,7 +306,18 @@ export class Agent {
     }
     this.metrics.pulls.inc({ result: '200' });
     const prevGen = this.store.data.desired?.document.generation ?? null;
-    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
+    // Durable before its first step: the loop sees it only once desired.json holds it. If it cannot
+    // be stored it is not applied: the error is reported, and the throw makes the poller back off and
+    // pull (and store) again, the etag still being the old one.
+    try {
+      await this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
+    } catch (err) {
+      const message = `generation ${r.document.generation} not applied: it could not be stored: ${err instanceof Error ? err.message : String(err)}; retrying`;
+      this.store.setSync({ lastError: { code: 'INTERNAL', message, at: new Date().toISOString() } });
+      this.metrics.errors.inc({ code: 'INTERNAL' });
+      this.reporter.markDirty();
+      throw new Error(message, { cause: err });
+    }
     this.metrics.desiredGeneration.set(r.document.generation);
     this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
     this.reporter.markDirty();

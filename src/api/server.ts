@@ -128,11 +128,14 @@ export async function startApiServer(socketPath: string, handlers: ApiHandlers, 
   logger.debug({ socketPath }, 'local API listening');
   return {
     socketPath,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-        // close() removes the socket file on a clean shutdown; a crash leaves it for clearStaleSocket.
-      }),
+      });
+      // A clean exit leaves no socket behind (libuv's own unlink is not something to rely on); a
+      // crash leaves it for clearStaleSocket.
+      await unlink(socketPath).catch(() => undefined);
+    },
   };
 }

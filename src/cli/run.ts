@@ -1,5 +1,6 @@
 import { Agent } from '../agent.js';
 import { ConfigError } from '../errors/index.js';
+import { StateDirLockedError } from '../store/lock.js';
 import { createLogger } from '../log.js';
 import { parseArgs } from './args.js';
 import { configFromArgs } from './config-args.js';
@@ -26,9 +27,10 @@ export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableSt
   try {
     agent = await Agent.start({ config, desiredPath, logger });
   } catch (err) {
+    // A second agent on the same state dir: a usage problem, not a crash; the first one is untouched.
     // A setting that passed the schema but cannot be used (an unreadable key file, a trust
-    // threshold above the number of keys) is still a configuration error: exit 2, with the reason.
-    if (!(err instanceof ConfigError)) throw err;
+    // threshold above the number of keys) is still a configuration error. Both: exit 2, with the reason.
+    if (!(err instanceof ConfigError) && !(err instanceof StateDirLockedError)) throw err;
     io.stderr.write(`persys-agent run: ${err.message}\n`);
     return 2;
   }

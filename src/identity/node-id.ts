@@ -4,7 +4,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import nodeMachineId from 'node-machine-id';
 
-import { writeFileAtomic } from '../store/store.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 export type NodeIdSource = 'override' | 'persisted' | 'machine-id' | 'mac';
 
@@ -15,7 +15,9 @@ export interface ResolveNodeIdOptions {
   /** Returns the OS machine id (original form), or null when there is none. Injected in tests. */
   readMachineId?: () => Promise<string | null>;
   hostname?: () => string;
-  primaryMac?: () => string | null;
+  primaryMac?: () => string | null | Promise<string | null>;
+  /** Told why a machine id was not used (all zeros, shared by clones). */
+  logger?: { warn(obj: object, msg: string): void };
 }
 
 export const NODE_ID_FILE = 'node-id';
@@ -36,35 +38,116 @@ export function sanitizeHostname(name: string): string {
   return s || 'node';
 }
 
+/** Where Linux keeps the machine id (systemd, then D-Bus). */
+export const MACHINE_ID_FILES = ['/etc/machine-id', '/var/lib/dbus/machine-id'] as const;
+
+/**
+ * Machine ids that do not tell hosts apart and are treated as absent, with a WARN: all zeros
+ * (written by image builders that blank the id), all f's, and the MD5 of the empty string, which
+ * an image built with `md5sum </dev/null > /etc/machine-id` carries into every clone.
+ */
+export const SHARED_MACHINE_IDS: ReadonlySet<string> = new Set(['00000000000000000000000000000000', 'ffffffffffffffffffffffffffffffff', 'd41d8cd98f00b204e9800998ecf8427e']);
+
+const MACHINE_ID = /^[0-9a-f]{32}$/;
+
 /**
  * The OS machine id in its original form (we hash it ourselves, with the hostname beside it, so
- * the raw id never leaves the host). node-machine-id shells out (cat /etc/machine-id, ioreg, reg)
- * and rejects when that fails, e.g. in minimal containers; that is "no machine id", not an error.
+ * the raw id never leaves the host), or null when there is none. On Linux the two files are read
+ * directly: node-machine-id falls back to the hostname when they are missing, which would give
+ * cloned hosts with the same hostname the same node id. Elsewhere node-machine-id (ioreg, reg).
+ * A file that holds no id (missing, empty, systemd's `uninitialized`) is skipped.
  */
-export async function defaultReadMachineId(): Promise<string | null> {
-  try {
-    const id = (await nodeMachineId.machineId(true)).trim();
-    return id === '' ? null : id;
-  } catch {
-    return null;
+export async function defaultReadMachineId(files: readonly string[] = MACHINE_ID_FILES, platform: NodeJS.Platform = process.platform): Promise<string | null> {
+  if (platform !== 'linux') {
+    try {
+      const id = (await nodeMachineId.machineId(true)).trim();
+      return id === '' || id === os.hostname() ? null : id;
+    } catch {
+      return null;
+    }
   }
+  for (const file of files) {
+    const text = await fsp.readFile(file, 'utf8').catch(() => '');
+    const id = text.trim().toLowerCase();
+    if (MACHINE_ID.test(id)) return id;
+  }
+  return null;
 }
 
-const VIRTUAL_NIC = /^(docker|veth|br-|virbr|lo)/;
+/** One network interface as /sys/class/net describes it. */
+export interface NicInfo {
+  name: string;
+  mac: string;
+  /** Backed by a device (/sys/class/net/<if>/device exists), not under /sys/devices/virtual. */
+  physical: boolean;
+  /** A bridge (has /sys/class/net/<if>/bridge). */
+  bridge: boolean;
+  /** addr_assign_type: 0 permanent, 1 random, 2 stolen, 3 set by user space; null when unknown. */
+  addrAssignType: number | null;
+}
+
+const VIRTUAL_NIC = /^(lo|docker|veth|br-|virbr|vnet|tap|tun|cni|flannel|cali|vxlan|wg|ifb|dummy|bond)/;
 const ZERO_MAC = '00:00:00:00:00:00';
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** The host's interfaces from /sys/class/net (Linux). Empty where that does not exist. */
+export async function listInterfaces(sysNet = '/sys/class/net'): Promise<NicInfo[]> {
+  let names: string[];
+  try {
+    names = await fsp.readdir(sysNet);
+  } catch {
+    return [];
+  }
+  const read = (p: string) => fsp.readFile(p, 'utf8').then((t) => t.trim(), () => null);
+  const exists = (p: string) => fsp.access(p).then(() => true, () => false);
+  return Promise.all(
+    names.map(async (name) => {
+      const dir = join(sysNet, name);
+      const real = await fsp.realpath(dir).catch(() => dir);
+      const assign = await read(join(dir, 'addr_assign_type'));
+      return {
+        name,
+        mac: ((await read(join(dir, 'address'))) ?? '').toLowerCase(),
+        physical: !real.includes('/devices/virtual/') && (await exists(join(dir, 'device'))),
+        bridge: await exists(join(dir, 'bridge')),
+        addrAssignType: assign === null || assign === '' ? null : Number(assign),
+      };
+    }),
+  );
+}
 
 /**
- * The primary NIC's MAC: the first non-internal, non-zero MAC by interface name, preferring
- * physical-looking interfaces over bridges and veths (whose MACs come and go with containers).
+ * The MAC that stands in for a missing machine id: the lowest one among stable physical
+ * interfaces. Virtual, bridge, docker and veth interfaces are skipped (their MACs come and go with
+ * containers and VMs), and so are random or user-set addresses (they change on reboot).
+ */
+export function primaryMacOf(nics: readonly NicInfo[]): string | null {
+  const stable = nics
+    .filter((n) => n.physical && !n.bridge && !VIRTUAL_NIC.test(n.name))
+    .filter((n) => n.addrAssignType === null || n.addrAssignType === 0 || n.addrAssignType === 2)
+    .map((n) => n.mac.toLowerCase())
+    .filter((m) => MAC.test(m) && m !== ZERO_MAC)
+    .sort();
+  return stable[0] ?? null;
+}
+
+/**
+ * Where /sys/class/net does not exist (not Linux): the lowest non-internal, non-zero MAC of an
+ * interface not named like a virtual one.
  */
 export function defaultPrimaryMac(ifaces: NodeJS.Dict<os.NetworkInterfaceInfo[]> = os.networkInterfaces()): string | null {
-  const candidates: { name: string; mac: string }[] = [];
-  for (const name of Object.keys(ifaces).sort()) {
+  const macs: string[] = [];
+  for (const name of Object.keys(ifaces)) {
+    if (VIRTUAL_NIC.test(name)) continue;
     const info = (ifaces[name] ?? []).find((i) => !i.internal && i.mac && i.mac !== ZERO_MAC);
-    if (info) candidates.push({ name, mac: info.mac.toLowerCase() });
+    if (info) macs.push(info.mac.toLowerCase());
   }
-  const preferred = candidates.find((c) => !VIRTUAL_NIC.test(c.name)) ?? candidates[0];
-  return preferred?.mac ?? null;
+  return macs.sort()[0] ?? null;
+}
+
+async function hostPrimaryMac(): Promise<string | null> {
+  const nics = await listInterfaces();
+  return nics.length > 0 ? primaryMacOf(nics) : defaultPrimaryMac();
 }
 
 async function readPersisted(file: string, strict: boolean): Promise<string | null> {
@@ -88,7 +171,8 @@ async function persist(stateDir: string, file: string, id: string): Promise<void
 /**
  * The node's stable id, in order: the override (config nodeId / PERSYS_NODE_ID); the id persisted
  * in `<stateDir>/node-id`; `<hostname>-<12 hex of sha256(machine id)>`; `<hostname>-<12 hex of
- * sha256(primary MAC)>` where no machine id can be read.
+ * sha256(primary MAC)>` where no usable machine id can be read (none, all zeros, or shared by
+ * clones: WARN). A hostname never stands in for a machine id.
  *
  * Decision: an override wins and IS persisted, replacing a different persisted id. The file always
  * holds the id the node last ran under, so removing the override later keeps the node under the
@@ -120,15 +204,20 @@ async function resolveWith(opts: ResolveNodeIdOptions, write: boolean): Promise<
 
   const host = sanitizeHostname((opts.hostname ?? os.hostname)());
   // Any failure to read the machine id means "none"; the MAC is the documented stand-in.
-  const machineId = await (opts.readMachineId ?? defaultReadMachineId)().catch(() => null);
+  let machineId = await (opts.readMachineId ?? (() => defaultReadMachineId()))().catch(() => null);
+  if (machineId && SHARED_MACHINE_IDS.has(machineId.trim().toLowerCase())) {
+    const why = /^0+$/.test(machineId.trim()) ? 'is all zeros' : 'is one known to be shared by cloned images';
+    opts.logger?.warn({ machineIdFiles: MACHINE_ID_FILES }, `the machine id ${why}; treating it as absent and deriving the node id from the primary MAC (run systemd-machine-id-setup, or set nodeId)`);
+    machineId = null;
+  }
   let derived: { nodeId: string; source: NodeIdSource };
   if (machineId) {
     derived = { nodeId: `${host}-${sha12(machineId)}`, source: 'machine-id' };
   } else {
-    const mac = (opts.primaryMac ?? (() => defaultPrimaryMac()))();
+    const mac = await (opts.primaryMac ?? hostPrimaryMac)();
     if (!mac) {
       // No stable input at all: a random id would be persisted but lost with the state dir, so ask for one.
-      throw new Error('cannot derive a node id: no machine id and no network interface with a MAC; set nodeId in the config or PERSYS_NODE_ID');
+      throw new Error('cannot derive a node id: no machine id and no stable physical network interface; set nodeId in the config or PERSYS_NODE_ID');
     }
     derived = { nodeId: `${host}-${sha12(mac.toLowerCase())}`, source: 'mac' };
   }

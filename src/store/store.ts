@@ -1,70 +1,59 @@
-import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { Low, type Adapter } from 'lowdb';
 import * as v from 'valibot';
 
 import type { Logger } from '../log.js';
+import { sweepStaleTempFiles, writeFileAtomic } from '../util/atomic-write.js';
 import { emptyStoreData, STORE_SCHEMA_VERSION, type DesiredStateEntry, type StoreData, type SyncState, type WorkloadRecord } from './types.js';
 
-export const STATE_FILE = 'state.json';
+export { writeFileAtomic } from '../util/atomic-write.js';
 
-// --- atomic file writes --------------------------------------------------------------------------
+export const STATE_FILE = 'state.json';
+export const DESIRED_FILE = 'desired.json';
+/** Files of the state dir written through writeFileAtomic: their stale temp files are swept at start. */
+export const STATE_DIR_FILES = [STATE_FILE, DESIRED_FILE, 'node-id', 'status.json', 'agent.lock'] as const;
+/**
+ * Other leftovers of ours: the landed version's temp names (`state.json.tmp`,
+ * `status.json.<pid>.<hex>.tmp`) and a stale lock moved aside by a takeover that crashed.
+ */
+const LEGACY_TEMP = /^(state\.json\.tmp|status\.json\.\d+\.[0-9a-f]{8}\.tmp|agent\.lock\.stale-\d+-[0-9a-f]{8})$/;
 
 /**
- * Writes a file so that a reader (or a restart after a crash or power loss) sees either the old
- * content or the new, never a mix: temp file with the final mode, fsync, rename over, fsync the
- * directory. steno (lowdb's writer) neither sets a mode nor fsyncs, so the store has its own.
- * `mode` is applied with fchmod as well, because `open(..., mode)` is masked by the umask and
- * ignored for a file that already exists (a stray temp file left by a crash).
+ * Status seqs are reserved in blocks: `state.json` holds the highest seq that may have been sent,
+ * and is rewritten only when a block runs out (every ~80 minutes at a 5 s heartbeat) instead of
+ * once per report. A restart continues above the reservation, so seq never goes backwards.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, opts: { mode?: number; fsync?: boolean; tempFile?: string } = {}): Promise<void> {
-  const mode = opts.mode ?? 0o600;
-  const doSync = opts.fsync ?? true;
-  const tmp = opts.tempFile ?? join(dirname(file), `.${basename(file)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const fh = await fsp.open(tmp, 'w', mode);
-  try {
-    await fh.chmod(mode);
-    await fh.writeFile(data);
-    if (doSync) await fh.sync();
-  } catch (err) {
-    await fh.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  await fh.close();
-  try {
-    await fsp.rename(tmp, file);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  if (doSync) await syncDir(dirname(file));
-}
-
-/** Makes a rename durable. Some file systems refuse fsync on a directory; that is not worth failing a write over. */
-async function syncDir(dir: string): Promise<void> {
-  let dh: fsp.FileHandle | undefined;
-  try {
-    dh = await fsp.open(dir, 'r');
-    await dh.sync();
-  } catch {
-    // EINVAL/EISDIR/EPERM on some platforms and file systems: best effort.
-  } finally {
-    await dh?.close().catch(() => undefined);
-  }
-}
+export const SEQ_BLOCK = 1000;
 
 // --- reading, validation, migration --------------------------------------------------------------
 
 /**
- * Migrations of the on-disk document: `migrations[n]` takes a document at schema version `n` and
- * returns one at version `n + 1` (it must set `schemaVersion` itself). They are applied in order
- * until STORE_SCHEMA_VERSION is reached. Version 1 is the first, so the table is empty today.
+ * The logical store document after migration: state.json's content plus the desired entry that
+ * lives in desired.json since version 2. `migrations[n]` takes a document at schema version `n` and
+ * returns one at `n + 1` (it must set `schemaVersion` itself).
  */
 export type Migrations = Record<number, (data: unknown) => unknown>;
-export const migrations: Migrations = {};
+
+/**
+ * 1 -> 2: the landed single file. `desired` moves to desired.json (Store.open writes it first),
+ * `sync` is dropped (memory-only now), `reporter.seq` becomes the reservation `seqReserved`.
+ */
+export function migrateV1toV2(raw: unknown): unknown {
+  const d = raw as { nodeId?: unknown; desired?: unknown; records?: unknown; reporter?: { seq?: unknown }; vmSecrets?: unknown };
+  const seq = typeof d.reporter?.seq === 'number' ? d.reporter.seq : 0;
+  return {
+    schemaVersion: 2,
+    nodeId: d.nodeId ?? null,
+    records: d.records,
+    reporter: { seqReserved: seq },
+    ...(d.vmSecrets !== undefined ? { vmSecrets: d.vmSecrets } : {}),
+    desired: d.desired ?? null,
+  };
+}
+
+export const migrations: Migrations = { 1: migrateV1toV2 };
 
 /** The file was written by a newer agent. Refusing to start keeps its records; see `Store.open`. */
 export class StoreVersionError extends Error {
@@ -94,14 +83,14 @@ class CorruptStateError extends Error {
  * from throwing at runtime. Loose objects so a field added within a version does not read as corrupt.
  */
 const recordShape = v.looseObject({ id: v.string(), type: v.string(), retry: v.looseObject({ attempts: v.number() }), failures: v.array(v.unknown()) });
-const storeShape = v.looseObject({
+const desiredShape = v.looseObject({ document: v.looseObject({ generation: v.number(), workloads: v.array(v.unknown()) }) });
+const stateShape = v.looseObject({
   schemaVersion: v.number(),
   nodeId: v.nullable(v.string()),
-  desired: v.nullable(v.looseObject({ document: v.looseObject({ workloads: v.array(v.unknown()) }) })),
   records: v.record(v.string(), recordShape),
-  sync: v.looseObject({ lastPullAt: v.nullable(v.string()), lastSuccessAt: v.nullable(v.string()), lastError: v.nullable(v.looseObject({})) }),
-  reporter: v.looseObject({ seq: v.number() }),
+  reporter: v.looseObject({ seqReserved: v.number() }),
 });
+const desiredFileShape = v.looseObject({ schemaVersion: v.literal(STORE_SCHEMA_VERSION), desired: desiredShape });
 
 const versionOf = (raw: unknown): number | undefined => {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
@@ -109,12 +98,28 @@ const versionOf = (raw: unknown): number | undefined => {
   return typeof sv === 'number' && Number.isInteger(sv) && sv >= 0 ? sv : undefined;
 };
 
-/** Parses, migrates and checks a state file's text. Throws CorruptStateError or StoreVersionError. */
-export function decodeStoreData(text: string, file: string, table: Migrations = migrations, target = STORE_SCHEMA_VERSION): StoreData {
-  return decode(text, file, table, target).data;
+function shapeError(issues: readonly v.BaseIssue<unknown>[]): CorruptStateError {
+  const issue = issues[0];
+  const where = issue?.path?.map((p) => String(p.key)).join('.') ?? '';
+  return new CorruptStateError(`wrong shape at ${where || '(root)'}: ${issue?.message ?? 'invalid'}`);
 }
 
-function decode(text: string, file: string, table: Migrations, target: number): { data: StoreData; fromVersion: number } {
+/** Decoded state.json: the data, the version it had on disk, and the desired entry a migration carried. */
+interface Decoded {
+  data: StoreData;
+  fromVersion: number;
+  /** undefined: the file never held one (version 2 keeps it in desired.json). */
+  migratedDesired: DesiredStateEntry | null | undefined;
+  seqReserved: number;
+}
+
+/** Parses, migrates and checks a state file's text. Throws CorruptStateError or StoreVersionError. */
+export function decodeStoreData(text: string, file: string, table: Migrations = migrations, target = STORE_SCHEMA_VERSION): StoreData {
+  const d = decode(text, file, table, target);
+  return d.migratedDesired ? { ...d.data, desired: d.migratedDesired } : d.data;
+}
+
+function decode(text: string, file: string, table: Migrations, target: number): Decoded {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -140,52 +145,54 @@ function decode(text: string, file: string, table: Migrations, target: number): 
     if (next !== version + 1) throw new CorruptStateError(`migration from schema version ${version} produced version ${String(next)}, expected ${version + 1}`);
     version = next;
   }
-  const checked = v.safeParse(storeShape, raw, { abortEarly: true });
-  if (!checked.success) {
-    const issue = checked.issues[0];
-    const where = issue?.path?.map((p) => String(p.key)).join('.') ?? '(root)';
-    throw new CorruptStateError(`wrong shape at ${where || '(root)'}: ${issue?.message ?? 'invalid'}`);
-  }
+  const checked = v.safeParse(stateShape, raw, { abortEarly: true });
+  if (!checked.success) throw shapeError(checked.issues);
   // valibot's record() accepts an array; `records` keyed by index would break every lookup.
   if (Array.isArray((raw as { records?: unknown }).records)) throw new CorruptStateError('wrong shape at records: an array, expected an object keyed by workload id');
   for (const [key, rec] of Object.entries(checked.output.records)) {
     if (rec.id !== key) throw new CorruptStateError(`record under key ${JSON.stringify(key)} has id ${JSON.stringify(rec.id)}`);
   }
+  const onDisk = raw as { nodeId: string | null; records: StoreData['records']; reporter: { seqReserved: number }; vmSecrets?: StoreData['vmSecrets']; desired?: unknown };
+  let migratedDesired: DesiredStateEntry | null | undefined;
+  if (Object.hasOwn(onDisk, 'desired')) {
+    if (onDisk.desired !== null) {
+      const d = v.safeParse(desiredShape, onDisk.desired, { abortEarly: true });
+      if (!d.success) throw shapeError(d.issues);
+    }
+    migratedDesired = onDisk.desired as DesiredStateEntry | null;
+  }
+  const data: StoreData = {
+    ...emptyStoreData(),
+    schemaVersion: target,
+    nodeId: onDisk.nodeId,
+    records: onDisk.records,
+    reporter: { seq: onDisk.reporter.seqReserved },
+    ...(onDisk.vmSecrets !== undefined ? { vmSecrets: onDisk.vmSecrets } : {}),
+  };
   // The shape check above covers what the runtime relies on; the rest is as the agent wrote it.
-  return { data: raw as StoreData, fromVersion };
+  return { data, fromVersion, migratedDesired, seqReserved: onDisk.reporter.seqReserved };
 }
 
-/** lowdb adapter: read = decode/validate/migrate, write = compact JSON via writeFileAtomic. */
-class StateFileAdapter implements Adapter<StoreData> {
-  /** Schema version of the file as last read, before migration (undefined: there was no file). */
-  fileVersion: number | undefined;
-
-  constructor(
-    readonly file: string,
-    private readonly table: Migrations,
-    private readonly target: number,
-    private readonly fsync: boolean,
-  ) {}
-
-  async read(): Promise<StoreData | null> {
-    let text: string;
-    try {
-      text = await fsp.readFile(this.file, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw new CorruptStateError(`unreadable: ${(err as Error).message}`);
-    }
-    const { data, fromVersion } = decode(text, this.file, this.table, this.target);
-    this.fileVersion = fromVersion;
-    return data;
+function decodeDesired(text: string): DesiredStateEntry {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new CorruptStateError(`invalid JSON: ${(err as Error).message}`);
   }
+  const version = versionOf(raw);
+  if (version !== undefined && version > STORE_SCHEMA_VERSION) throw new StoreVersionError(DESIRED_FILE, version, STORE_SCHEMA_VERSION);
+  const checked = v.safeParse(desiredFileShape, raw, { abortEarly: true });
+  if (!checked.success) throw shapeError(checked.issues);
+  return (raw as { desired: DesiredStateEntry }).desired;
+}
 
-  write(data: StoreData): Promise<void> {
-    // Serialise before the first await: the bytes are the state at the moment the write started,
-    // and updates made while it is in flight go to the follow-up write. No pretty-printing: it is
-    // ~2x larger and slower for a file only the agent reads.
-    const text = JSON.stringify(data);
-    return writeFileAtomic(this.file, text, { mode: 0o600, fsync: this.fsync, tempFile: `${this.file}.tmp` });
+async function readText(file: string): Promise<string | null> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new CorruptStateError(`unreadable: ${(err as Error).message}`);
   }
 }
 
@@ -205,49 +212,66 @@ export interface StoreOptions {
 const MAX_RETRY_DELAY_MS = 30_000;
 
 /**
- * The agent's durable memory at `<stateDir>/state.json`: what was intended and what happened.
+ * The agent's durable memory in `<stateDir>`: what was intended (`desired.json`) and what happened
+ * (`state.json`: records, retry budgets, failure history, the seq reservation, VM secrets).
  *
- * Writes are coalesced: `update()` changes memory at once and schedules a write; at most one write
- * is in flight, and any number of updates made during it become exactly one follow-up write of the
- * latest state. `flush()` waits until everything updated so far is on disk.
+ * - `desired.json` is written once per new desired state, by `setDesired`, which resolves only once
+ *   the document is on disk and only then makes it the live desired state: nothing can be applied
+ *   from a document a crash would forget (the "rollback below the running generation" defect).
+ * - `state.json` writes are coalesced: `update()` changes memory at once and schedules a write; at
+ *   most one write is in flight, and any number of updates made during it become exactly one
+ *   follow-up write. A write whose bytes equal the last written ones is skipped. `flush()` waits
+ *   until everything updated so far is on disk.
+ * - Pull timestamps and the last pull error are memory-only; seqs are reserved in blocks.
  *
  * Decisions:
  * - A file from a NEWER schema version is refused (`StoreVersionError`), not moved aside: moving it
  *   aside would drop retry budgets, failure history and VM secrets a rollback of the agent binary
  *   should not cost. The operator upgrades or moves it aside deliberately.
- * - A corrupt or unreadable file is moved aside to `state.json.corrupt-<time>` and the store starts
+ * - A corrupt or unreadable file is moved aside to `<name>.corrupt-<time>` and that part starts
  *   empty: the runtimes are the truth for what exists (re-adopted from their labels) and desired
  *   state is pulled afresh, so an empty store is a safe restart, whereas refusing would leave the
- *   host unmanaged until someone logs in.
+ *   host unmanaged until someone logs in. Only real damage gets there: every write is atomic, so a
+ *   crash or power cut leaves the old file or the new one.
  */
 export class Store {
   readonly file: string;
+  readonly desiredFile: string;
   /** Duration of the last completed write (serialise + write + fsync + rename), in ms. */
   lastWriteMs = 0;
-  /** Completed writes since open. */
+  /** Completed writes since open (state.json and desired.json). */
   writes = 0;
   /** Told the duration (ms) of every completed write, for the write-duration histogram. */
   onWrite: ((ms: number) => void) | undefined;
   /** Failed writes since open (each is retried). */
   writeErrors = 0;
 
-  private readonly low: Low<StoreData>;
+  private readonly d: StoreData;
   private readonly logger: Logger;
+  private readonly fsync: boolean;
   private readonly baseRetryDelayMs: number;
+  /** Highest seq that state.json allows to have been sent (see SEQ_BLOCK). */
+  private seqReserved: number;
+  /** Hash of the bytes of the last successful state.json write: an equal write is skipped. */
+  private lastWrittenHash: string | null = null;
   private dirty = false;
   private scheduled = false;
   private inFlight: Promise<void> | null = null;
+  private desiredChain: Promise<unknown> = Promise.resolve();
   private lastError: Error | null = null;
   private retryDelayMs: number;
   private retryTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
-  private constructor(low: Low<StoreData>, file: string, logger: Logger, retryDelayMs: number) {
-    this.low = low;
-    this.file = file;
+  private constructor(stateDir: string, data: StoreData, seqReserved: number, logger: Logger, opts: StoreOptions) {
+    this.file = join(stateDir, STATE_FILE);
+    this.desiredFile = join(stateDir, DESIRED_FILE);
+    this.d = data;
+    this.seqReserved = seqReserved;
     this.logger = logger;
-    this.baseRetryDelayMs = retryDelayMs;
-    this.retryDelayMs = retryDelayMs;
+    this.fsync = opts.fsync ?? true;
+    this.baseRetryDelayMs = opts.retryDelayMs ?? 1000;
+    this.retryDelayMs = this.baseRetryDelayMs;
   }
 
   static async open(stateDir: string, logger: Logger, opts: StoreOptions = {}): Promise<Store> {
@@ -255,33 +279,50 @@ export class Store {
     // mkdir's mode does not apply to an existing directory (or through the umask); the store holds
     // VM passwords and the socket lives beside it, so tighten it every start.
     await fsp.chmod(stateDir, 0o700);
+    const removed = await sweepStaleTempFiles(stateDir, STATE_DIR_FILES, LEGACY_TEMP);
+    if (removed.length > 0) logger.info({ stateDir, removed }, 'removed temp files left by an interrupted write');
     const file = join(stateDir, STATE_FILE);
-    await removeStrayTempFiles(stateDir);
+    const desiredFile = join(stateDir, DESIRED_FILE);
+    const target = opts.schemaVersion ?? STORE_SCHEMA_VERSION;
 
-    const adapter = new StateFileAdapter(file, opts.migrations ?? migrations, opts.schemaVersion ?? STORE_SCHEMA_VERSION, opts.fsync ?? true);
-    const low = new Low<StoreData>(adapter, emptyStoreData());
-    const store = new Store(low, file, logger, opts.retryDelayMs ?? 1000);
-
+    let data = emptyStoreData();
+    let seqReserved = 0;
+    let migratedDesired: DesiredStateEntry | null | undefined;
     let needsWrite = false;
     try {
-      await low.read();
-      const migratedFrom = adapter.fileVersion;
-      if (migratedFrom === undefined) needsWrite = true; // no file yet: create it now, with its mode
-      else if (migratedFrom !== low.data.schemaVersion) {
-        needsWrite = true;
-        logger.info({ file, from: migratedFrom, to: low.data.schemaVersion }, 'store migrated to a new schema version');
+      const text = await readText(file);
+      if (text === null) needsWrite = true; // no file yet: create it now, with its mode
+      else {
+        const dec = decode(text, file, opts.migrations ?? migrations, target);
+        data = dec.data;
+        seqReserved = dec.seqReserved;
+        migratedDesired = dec.migratedDesired;
+        if (dec.fromVersion !== target) {
+          needsWrite = true;
+          logger.info({ file, from: dec.fromVersion, to: target }, 'store migrated to a new schema version');
+        }
       }
     } catch (err) {
       if (!(err instanceof CorruptStateError)) throw err;
-      const movedTo = `${file}.corrupt-${new Date().toISOString().replace(/:/g, '-')}`;
-      await fsp.rename(file, movedTo);
-      logger.error(
-        { file, movedTo, reason: err.message },
-        'state file is corrupt or unreadable; moved it aside and starting with an empty store (workloads are re-adopted from the runtimes and desired state is pulled afresh)',
-      );
-      low.data = emptyStoreData();
+      await moveAside(file, err, logger);
       needsWrite = true;
     }
+
+    let desiredOnDisk: DesiredStateEntry | null = null;
+    try {
+      const text = await readText(desiredFile);
+      if (text !== null) desiredOnDisk = decodeDesired(text);
+    } catch (err) {
+      if (!(err instanceof CorruptStateError)) throw err;
+      await moveAside(desiredFile, err, logger);
+    }
+    // desired.json wins: it is written before anything newer is applied. A v1 file's desired is
+    // used (and written out first) only when there is no desired.json yet: a crash mid-migration
+    // leaves desired.json written and state.json still at version 1, and the next start redoes it.
+    data.desired = desiredOnDisk ?? migratedDesired ?? null;
+
+    const store = new Store(stateDir, data, seqReserved, logger, opts);
+    if (!desiredOnDisk && migratedDesired) await store.writeDesired(migratedDesired);
     // An existing file may have been created by an older build or by hand with a wider mode.
     if (!needsWrite) await fsp.chmod(file, 0o600);
     else {
@@ -296,15 +337,15 @@ export class Store {
     return this.lastError === null;
   }
 
-  /** The live state. Read it freely; change it only through `update()` so the change is persisted. */
+  /** The live state. Read it freely; change it only through `update()` and the setters so the change is persisted. */
   get data(): Readonly<StoreData> {
-    return this.low.data;
+    return this.d;
   }
 
-  /** Applies a change in memory now and schedules a (coalesced) write. */
+  /** Applies a change in memory now and schedules a (coalesced) write of state.json. */
   update(mutator: (d: StoreData) => void): void {
     if (this.closed) throw new Error('store is closed');
-    mutator(this.low.data);
+    mutator(this.d);
     this.markDirty();
   }
 
@@ -327,6 +368,7 @@ export class Store {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     try {
+      await this.desiredChain;
       await this.flush();
     } finally {
       this.closed = true;
@@ -334,7 +376,7 @@ export class Store {
   }
 
   getRecord(id: string): WorkloadRecord | undefined {
-    return Object.hasOwn(this.low.data.records, id) ? this.low.data.records[id] : undefined;
+    return Object.hasOwn(this.d.records, id) ? this.d.records[id] : undefined;
   }
 
   setRecord(rec: WorkloadRecord): void {
@@ -344,42 +386,81 @@ export class Store {
   }
 
   deleteRecord(id: string): void {
-    if (!Object.hasOwn(this.low.data.records, id)) return;
+    if (!Object.hasOwn(this.d.records, id)) return;
     this.update((d) => {
       delete d.records[id];
     });
   }
 
-  setDesired(entry: DesiredStateEntry): void {
-    this.update((d) => {
-      d.desired = entry;
+  /**
+   * Makes `entry` the desired state: writes desired.json (atomic, fsynced) and only then swaps it
+   * in memory, so the reconcile loop never sees a desired state that is not durable. Rejects, with
+   * memory unchanged, when the write fails; the caller reports it and the next pull retries.
+   */
+  setDesired(entry: DesiredStateEntry): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('store is closed'));
+    const run = this.desiredChain.then(async () => {
+      await this.writeDesired(entry);
+      this.d.desired = entry;
     });
+    this.desiredChain = run.catch(() => undefined);
+    return run;
   }
 
+  /** Pull timestamps and the last pull error: memory only since schema 2 (re-learned at the first pull). */
   setSync(partial: Partial<SyncState>): void {
-    this.update((d) => {
-      Object.assign(d.sync, partial);
-    });
+    if (this.closed) throw new Error('store is closed');
+    Object.assign(this.d.sync, partial);
+  }
+
+  /** Kept for callers of the landed API: the same as setSync now. */
+  noteSync(partial: Pick<Partial<SyncState>, 'lastPullAt' | 'lastSuccessAt'>): void {
+    this.setSync(partial);
   }
 
   /**
-   * Like setSync, but without scheduling a write: the values ride along with the next one. For
-   * pull timestamps on an unchanged poll (a 304 every interval), which are only read live and
-   * would otherwise cost a full, fsynced rewrite of the state file each poll.
+   * Records `seq` as used and resolves once a reservation covering it is on disk, so the report
+   * carrying it may be sent: a restart then starts above it. Writes only when the reserved block
+   * runs out. Rejects when that write fails (the report must not go out then).
    */
-  noteSync(partial: Pick<Partial<SyncState>, 'lastPullAt' | 'lastSuccessAt'>): void {
+  async reserveSeq(seq: number): Promise<void> {
     if (this.closed) throw new Error('store is closed');
-    Object.assign(this.low.data.sync, partial);
+    this.d.reporter.seq = Math.max(this.d.reporter.seq, seq);
+    if (seq <= this.seqReserved) return;
+    this.seqReserved = seq - 1 + SEQ_BLOCK;
+    this.markDirty();
+    await this.flush();
   }
 
-  /** The next status-report sequence number; persisted so `seq` keeps growing across restarts. */
-  nextSeq(): number {
-    let seq = 0;
-    this.update((d) => {
-      d.reporter.seq += 1;
-      seq = d.reporter.seq;
+  private async writeDesired(entry: DesiredStateEntry): Promise<void> {
+    const started = performance.now();
+    try {
+      await writeFileAtomic(this.desiredFile, JSON.stringify({ schemaVersion: STORE_SCHEMA_VERSION, desired: entry }), { mode: 0o600, fsync: this.fsync });
+    } catch (err) {
+      this.writeErrors += 1;
+      this.logger.error({ file: this.desiredFile, err: err instanceof Error ? err.message : String(err) }, 'desired state could not be stored; it is not applied');
+      throw err;
+    }
+    this.noteWrite(performance.now() - started);
+  }
+
+  private noteWrite(ms: number): void {
+    this.lastWriteMs = ms;
+    this.writes += 1;
+    this.onWrite?.(ms);
+  }
+
+  /** state.json's bytes: everything a restart needs, nothing that changes while nothing happens. */
+  private serialise(): string {
+    const d = this.d;
+    // No pretty-printing: it is ~2x larger and slower for a file only the agent reads.
+    return JSON.stringify({
+      schemaVersion: STORE_SCHEMA_VERSION,
+      nodeId: d.nodeId,
+      records: d.records,
+      reporter: { seqReserved: this.seqReserved },
+      ...(d.vmSecrets !== undefined ? { vmSecrets: d.vmSecrets } : {}),
     });
-    return seq;
   }
 
   private markDirty(): void {
@@ -397,13 +478,16 @@ export class Store {
   private startWrite(): void {
     this.dirty = false;
     const started = performance.now();
-    this.inFlight = this.low
-      .write()
+    // Serialise before the first await: the bytes are the state at the moment the write started,
+    // and updates made while it is in flight go to the follow-up write.
+    const text = this.serialise();
+    const hash = createHash('sha256').update(text).digest('hex');
+    const write = hash === this.lastWrittenHash && this.lastError === null ? Promise.resolve(false) : writeFileAtomic(this.file, text, { mode: 0o600, fsync: this.fsync }).then(() => true);
+    this.inFlight = write
       .then(
-        () => {
-          this.lastWriteMs = performance.now() - started;
-          this.writes += 1;
-          this.onWrite?.(this.lastWriteMs);
+        (wrote) => {
+          if (wrote) this.noteWrite(performance.now() - started);
+          this.lastWrittenHash = hash;
           this.lastError = null;
           this.retryDelayMs = this.baseRetryDelayMs;
         },
@@ -442,10 +526,11 @@ export class Store {
   }
 }
 
-/** Temp files are only left by a crash mid-write; state.json itself is intact then (rename is atomic). */
-async function removeStrayTempFiles(stateDir: string): Promise<void> {
-  const entries = await fsp.readdir(stateDir);
-  await Promise.all(
-    entries.filter((n) => n === `${STATE_FILE}.tmp` || n.startsWith(`.${STATE_FILE}.tmp-`)).map((n) => fsp.rm(join(stateDir, n), { force: true })),
+async function moveAside(file: string, err: Error, logger: Logger): Promise<void> {
+  const movedTo = `${file}.corrupt-${new Date().toISOString().replace(/:/g, '-')}`;
+  await fsp.rename(file, movedTo);
+  logger.error(
+    { file, movedTo, reason: err.message },
+    'state file is corrupt or unreadable; moved it aside and starting that part empty (workloads are re-adopted from the runtimes and desired state is pulled afresh)',
   );
 }

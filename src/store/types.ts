@@ -2,7 +2,12 @@ import type { ErrorCode, ErrorSummary } from '../errors/index.js';
 import type { DesiredStateDocument, WorkloadType } from '../spec/desired-state.js';
 import type { ActualState, Phase } from '../spec/status-report.js';
 
-export const STORE_SCHEMA_VERSION = 1;
+/**
+ * Version 2 splits the landed single `state.json` (version 1) in two: `desired.json` (the desired
+ * document, written once per new generation) and `state.json` (records, seq reservation, secrets).
+ * Pull timestamps and the last pull error are memory-only since version 2.
+ */
+export const STORE_SCHEMA_VERSION = 2;
 
 export interface FailureEntry {
   at: string;
@@ -72,6 +77,10 @@ export interface SyncState {
   lastError: { code: ErrorCode; message: string; at: string } | null;
 }
 
+/**
+ * The store in memory. On disk (version 2): `desired` lives in desired.json; `sync` is not written
+ * at all (re-learned at the first pull); `reporter.seq` is written as a reservation (see Store.reserveSeq).
+ */
 export interface StoreData {
   schemaVersion: number;
   nodeId: string | null;

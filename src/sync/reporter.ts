@@ -6,13 +6,13 @@
  * failure sends the newest truth (with a new seq), not a stale copy, and memory stays bounded no
  * matter how long the central side is down.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import type { StatusReport } from '../spec/status-report.js';
 import { backoffDelayMs, delayWithRetryAfter, parseRetryAfter, type BackoffPolicy } from '../util/backoff.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { WakeableSleep } from '../util/wakeable-sleep.js';
 import {
   checkUrlAllowed,
@@ -223,7 +223,7 @@ export class StatusReporter {
   async #deliver(body: string, signal: AbortSignal): Promise<void> {
     const url = this.#url;
     if (url.protocol === 'file:') {
-      await writeFileAtomic(fileURLToPath(url), body, signal);
+      await writeStatusFile(fileURLToPath(url), body, signal);
       return;
     }
     const client = this.#opts.httpClient;
@@ -257,25 +257,16 @@ export class StatusReporter {
 }
 
 /**
- * Writes `path` atomically: a temp file beside it (mode 0600: reports may name hosts and IPs), then
- * rename, so a reader never sees half a report. The directory is created 0700 if missing.
+ * Writes the status file through the one atomic writer (temp beside it, mode 0600: reports may
+ * name hosts and IPs; fsync, rename, fsync dir), so a reader never sees half a report. The
+ * directory is created 0700 if missing.
  */
-async function writeFileAtomic(path: string, content: string, signal: AbortSignal): Promise<void> {
+async function writeStatusFile(path: string, content: string, signal: AbortSignal): Promise<void> {
   if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(content, 'utf8');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(path, content, { mode: 0o600 });
   } catch (err) {
-    await rm(tmp, { force: true }).catch(() => undefined);
     throw new SendError(`write ${path}: ${describeNetworkError(err)}`, undefined, err);
   }
 }

@@ -94,7 +94,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     docker,
     async apply(workloads) {
       const document = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation: ++generation, workloads } as unknown as DesiredStateDocument;
-      store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'test' });
+      await store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'test' });
       await h.cycle();
     },
     async cycle() {

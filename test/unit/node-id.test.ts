@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { defaultPrimaryMac, resolveNodeId, resolveNodeIdReadOnly, sanitizeHostname } from '../../src/identity/node-id.js';
+import { defaultPrimaryMac, defaultReadMachineId, listInterfaces, primaryMacOf, resolveNodeId, resolveNodeIdReadOnly, sanitizeHostname, SHARED_MACHINE_IDS, type NicInfo } from '../../src/identity/node-id.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persys-nodeid-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -116,10 +116,10 @@ describe('sanitizeHostname', () => {
   });
 });
 
-describe('defaultPrimaryMac', () => {
+describe('defaultPrimaryMac (no /sys/class/net)', () => {
   const nic = (mac: string, internal = false) => [{ address: '10.0.0.1', netmask: '255.0.0.0', family: 'IPv4' as const, mac, internal, cidr: '10.0.0.1/8' }];
 
-  it('skips internal and zero MACs and prefers physical-looking interfaces, by name', () => {
+  it('skips internal, zero and virtual-named interfaces and picks the lowest MAC', () => {
     assert.equal(
       defaultPrimaryMac({
         lo: nic('00:00:00:00:00:00', true),
@@ -133,11 +133,117 @@ describe('defaultPrimaryMac', () => {
       }),
       'aa:00:00:00:00:05',
     );
+    assert.equal(defaultPrimaryMac({ lo: nic('00:00:00:00:00:00', true), docker0: nic('02:42:00:00:00:01') }), null);
+    assert.equal(defaultPrimaryMac({}), null);
+  });
+});
+
+describe('primaryMacOf (a fake /sys/class/net list)', () => {
+  const phys = (name: string, mac: string, over: Partial<NicInfo> = {}): NicInfo => ({ name, mac, physical: true, bridge: false, addrAssignType: 0, ...over });
+  const virt = (name: string, mac: string, over: Partial<NicInfo> = {}): NicInfo => ({ name, mac, physical: false, bridge: false, addrAssignType: 3, ...over });
+
+  it('skips virtual, bridge, docker and veth interfaces and picks the lowest stable physical MAC', () => {
+    const nics = [
+      virt('lo', '00:00:00:00:00:00', { addrAssignType: 0 }),
+      virt('docker0', '02:42:00:00:00:01'),
+      virt('veth9a8b', '02:00:00:00:00:02'),
+      virt('virbr0', '00:00:00:00:00:03', { bridge: true }),
+      phys('br0', '00:00:00:00:00:04', { bridge: true }), // a bridge over a NIC takes its MAC: still a bridge
+      phys('wlan0', 'AA:00:00:00:00:07'),
+      phys('enp3s0', 'aa:00:00:00:00:06'),
+      phys('enp4s0', '00:11:22:33:44:55', { addrAssignType: 1 }), // random MAC: changes at boot
+      phys('eno1', 'ab:00:00:00:00:05'),
+    ];
+    assert.equal(primaryMacOf(nics), 'aa:00:00:00:00:06');
+    // Order of the list does not matter.
+    assert.equal(primaryMacOf([...nics].reverse()), 'aa:00:00:00:00:06');
   });
 
-  it('falls back to a virtual interface when nothing else has a MAC, and to null when none does', () => {
-    assert.equal(defaultPrimaryMac({ lo: nic('00:00:00:00:00:00', true), docker0: nic('02:42:00:00:00:01') }), '02:42:00:00:00:01');
-    assert.equal(defaultPrimaryMac({ lo: nic('00:00:00:00:00:00', true) }), null);
-    assert.equal(defaultPrimaryMac({}), null);
+  it('null when only virtual interfaces exist (a container): then the id must be configured', async () => {
+    assert.equal(primaryMacOf([virt('lo', '00:00:00:00:00:00'), virt('eth0', '02:42:ac:11:00:02'), virt('docker0', '02:42:00:00:00:01')]), null);
+    await assert.rejects(resolveNodeId({ stateDir: newDir(), hostname: () => 'h', readMachineId: async () => null, primaryMac: () => primaryMacOf([virt('eth0', '02:42:ac:11:00:02')]) }), /PERSYS_NODE_ID/);
+  });
+
+  it('listInterfaces reads a sysfs-like tree: device link, bridge dir, addr_assign_type', async () => {
+    const sys = join(root, 'sysnet');
+    const devices = join(root, 'devices');
+    const mk = async (name: string, mac: string, o: { device?: boolean; bridge?: boolean; assign?: string; virtualDir?: boolean }) => {
+      const real = join(devices, o.virtualDir ? 'virtual/net' : 'pci0000:00/net', name);
+      await fsp.mkdir(real, { recursive: true });
+      await fsp.writeFile(join(real, 'address'), `${mac}\n`);
+      if (o.assign !== undefined) await fsp.writeFile(join(real, 'addr_assign_type'), `${o.assign}\n`);
+      if (o.device) await fsp.mkdir(join(real, 'device'));
+      if (o.bridge) await fsp.mkdir(join(real, 'bridge'));
+      await fsp.mkdir(sys, { recursive: true });
+      await fsp.symlink(real, join(sys, name));
+    };
+    await mk('eth0', '52:54:00:12:34:56', { device: true, assign: '0' });
+    await mk('docker0', '02:42:00:00:00:01', { assign: '3', virtualDir: true, bridge: true });
+    await mk('lo', '00:00:00:00:00:00', { assign: '0', virtualDir: true });
+    const nics = await listInterfaces(sys);
+    const eth0 = nics.find((n) => n.name === 'eth0');
+    assert.deepEqual(eth0, { name: 'eth0', mac: '52:54:00:12:34:56', physical: true, bridge: false, addrAssignType: 0 });
+    assert.equal(nics.find((n) => n.name === 'docker0')?.physical, false);
+    assert.equal(nics.find((n) => n.name === 'docker0')?.bridge, true);
+    assert.equal(primaryMacOf(nics), '52:54:00:12:34:56');
+    assert.deepEqual(await listInterfaces(join(root, 'no-such-dir')), []);
+  });
+});
+
+describe('machine id files', () => {
+  const write = async (content: string | null) => {
+    const dir = join(root, `mid${n++}`);
+    await fsp.mkdir(dir, { recursive: true });
+    const f = join(dir, 'machine-id');
+    if (content !== null) await fsp.writeFile(f, content);
+    return f;
+  };
+  const warnings = () => {
+    const lines: string[] = [];
+    return { lines, logger: { warn: (_o: object, msg: string) => void lines.push(msg) } };
+  };
+
+  it('no machine-id file: none, and the node id comes from the MAC, never from the hostname', async () => {
+    const missing = join(root, 'nope', 'machine-id');
+    assert.equal(await defaultReadMachineId([missing, missing], 'linux'), null);
+    const r = await resolveNodeId({ stateDir: newDir(), hostname: () => 'h', readMachineId: () => defaultReadMachineId([missing], 'linux'), primaryMac: () => 'aa:bb:cc:dd:ee:ff' });
+    assert.deepEqual(r, { nodeId: `h-${sha12('aa:bb:cc:dd:ee:ff')}`, source: 'mac' });
+    assert.notEqual(r.nodeId, `h-${sha12('h')}`);
+  });
+
+  it('reads the first file that holds an id; empty and "uninitialized" files hold none', async () => {
+    const empty = await write('');
+    const uninit = await write('uninitialized\n');
+    const good = await write('3D1219C7C4C5404AAA1F6D2A48ADFDA4\n');
+    assert.equal(await defaultReadMachineId([empty, uninit, good], 'linux'), '3d1219c7c4c5404aaa1f6d2a48adfda4');
+    assert.equal(await defaultReadMachineId([empty, uninit], 'linux'), null);
+  });
+
+  it('an all-zero machine id is treated as absent, with a WARN', async () => {
+    const zero = await write('00000000000000000000000000000000\n');
+    const w = warnings();
+    const r = await resolveNodeId({ stateDir: newDir(), hostname: () => 'h', readMachineId: () => defaultReadMachineId([zero], 'linux'), primaryMac: () => 'aa:bb:cc:dd:ee:ff', logger: w.logger });
+    assert.equal(r.source, 'mac');
+    assert.equal(w.lines.length, 1);
+    assert.match(w.lines[0] ?? '', /all zeros.*absent/);
+  });
+
+  it('a machine id known to be shared by cloned images is treated as absent, with a WARN', async () => {
+    for (const id of SHARED_MACHINE_IDS) {
+      if (/^0+$/.test(id)) continue;
+      const f = await write(`${id}\n`);
+      const w = warnings();
+      const r = await resolveNodeId({ stateDir: newDir(), hostname: () => 'h', readMachineId: () => defaultReadMachineId([f], 'linux'), primaryMac: () => 'aa:bb:cc:dd:ee:ff', logger: w.logger });
+      assert.equal(r.source, 'mac', id);
+      assert.match(w.lines[0] ?? '', /shared by cloned images/);
+    }
+  });
+
+  it('a real id is used, without a WARN', async () => {
+    const f = await write('3d1219c7c4c5404aaa1f6d2a48adfda4\n');
+    const w = warnings();
+    const r = await resolveNodeId({ stateDir: newDir(), hostname: () => 'h', readMachineId: () => defaultReadMachineId([f], 'linux'), primaryMac: () => 'aa:bb:cc:dd:ee:ff', logger: w.logger });
+    assert.deepEqual(r, { nodeId: `h-${sha12('3d1219c7c4c5404aaa1f6d2a48adfda4')}`, source: 'machine-id' });
+    assert.deepEqual(w.lines, []);
   });
 });

@@ -24,6 +24,7 @@ import {
 import type { Workload } from '../../src/spec/desired-state.js';
 import type { WorkloadRecord } from '../../src/store/types.js';
 import { backoffCeilingMs, backoffDelayMs } from '../../src/util/backoff.js';
+import { seededRandom } from '../helpers/seeded-random.js';
 
 const T0 = Date.parse('2025-06-01T12:00:00.000Z');
 const DEFAULTS = { maxAttempts: 10, initialDelaySeconds: 5, maxDelaySeconds: 300, multiplier: 2 };
@@ -33,17 +34,7 @@ function workload(extra: Partial<Workload> = {}): Workload {
   return { id: 'web', type: 'container', revision: 'r1', spec: { image: 'persys-test/busybox:1' }, ...extra } as Workload;
 }
 
-/** A seeded PRNG (mulberry32), so the jitter tests are repeatable but not hand-picked. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seeded = seededRandom;
 
 describe('backoff schedule (full jitter)', () => {
   const policy = { initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 };

@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 
 import { silentLogger, type Logger } from '../../src/log.js';
-import { Store, StoreVersionError } from '../../src/store/store.js';
+import { SEQ_BLOCK, Store, StoreVersionError } from '../../src/store/store.js';
 import { emptyStoreData, STORE_SCHEMA_VERSION, type WorkloadRecord } from '../../src/store/types.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persys-store-'));
@@ -41,6 +41,11 @@ function record(id: string, over: Partial<WorkloadRecord> = {}): WorkloadRecord 
   };
 }
 
+const doc = (generation: number) => ({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n', generation, workloads: [] }) as never;
+
+/** A state.json as version 2 writes it. */
+const v2File = (over: Record<string, unknown> = {}) => ({ schemaVersion: STORE_SCHEMA_VERSION, nodeId: null, records: {}, reporter: { seqReserved: 0 }, ...over });
+
 /** A logger whose ERROR lines the test can read. */
 function capturingLogger(): { logger: Logger; lines: { level: number; msg: string; reason?: string; movedTo?: string }[] } {
   const lines: { level: number; msg: string; reason?: string; movedTo?: string }[] = [];
@@ -49,15 +54,15 @@ function capturingLogger(): { logger: Logger; lines: { level: number; msg: strin
 }
 
 describe('Store', () => {
-  it('round-trips through the file', async () => {
+  it('round-trips through the files: records in state.json, the desired document in desired.json', async () => {
     const dir = newDir();
     const s = await open(dir);
     assert.deepEqual(s.data, emptyStoreData());
     s.setRecord(record('web'));
-    s.setDesired({ document: { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n', generation: 3, workloads: [] } as never, etag: '"e1"', receivedAt: 'now', source: 'file://x' });
+    await s.setDesired({ document: doc(3), etag: '"e1"', receivedAt: 'now', source: 'file://x' });
     s.setSync({ lastPullAt: 't1' });
-    assert.equal(s.nextSeq(), 1);
-    assert.equal(s.nextSeq(), 2);
+    await s.reserveSeq(1);
+    await s.reserveSeq(2);
     await s.close();
     assert.throws(() => s.setRecord(record('x')), /closed/);
 
@@ -65,16 +70,72 @@ describe('Store', () => {
     assert.deepEqual(again.getRecord('web'), record('web'));
     assert.equal(again.data.desired?.document.generation, 3);
     assert.equal(again.data.desired?.etag, '"e1"');
-    assert.equal(again.data.sync.lastPullAt, 't1');
-    assert.equal(again.data.sync.lastSuccessAt, null);
-    assert.equal(again.data.reporter.seq, 2);
+    assert.equal(again.data.sync.lastPullAt, null, 'pull timestamps are memory-only');
+    assert.ok(again.data.reporter.seq >= 2, 'a restart continues at or above the last seq used');
     assert.equal(again.data.schemaVersion, STORE_SCHEMA_VERSION);
     again.deleteRecord('web');
     again.deleteRecord('never-existed');
     assert.equal(again.getRecord('web'), undefined);
     assert.equal(again.getRecord('toString'), undefined);
     await again.close();
-    assert.deepEqual((await readState(dir)) as { records: object }, { ...emptyStoreData(), desired: again.data.desired, sync: again.data.sync, reporter: { seq: 2 } });
+    const disk = (await readState(dir)) as Record<string, unknown>;
+    assert.deepEqual(Object.keys(disk).sort(), ['nodeId', 'records', 'reporter', 'schemaVersion']);
+    assert.deepEqual(disk.records, {});
+    const desired = JSON.parse(await fsp.readFile(join(dir, 'desired.json'), 'utf8')) as { schemaVersion: number; desired: { etag: string } };
+    assert.equal(desired.schemaVersion, STORE_SCHEMA_VERSION);
+    assert.equal(desired.desired.etag, '"e1"');
+  });
+
+  it('a record change never rewrites desired.json, and an unchanged state is not rewritten', async () => {
+    const dir = newDir();
+    const s = await open(dir);
+    await s.setDesired({ document: doc(1), etag: null, receivedAt: 'now', source: 'x' });
+    const before = await fsp.stat(join(dir, 'desired.json'));
+    const w = s.writes;
+    for (let i = 0; i < 5; i++) {
+      s.setRecord(record('web', { message: `m${i}` }));
+      await s.flush();
+    }
+    assert.equal(s.writes - w, 5);
+    const after = await fsp.stat(join(dir, 'desired.json'));
+    assert.equal(after.ino, before.ino, 'desired.json was not replaced');
+    assert.ok(!(await fsp.readFile(join(dir, 'state.json'), 'utf8')).includes('DesiredState'));
+    // The same bytes again: no write at all.
+    const w2 = s.writes;
+    s.setRecord(record('web', { message: 'm4' }));
+    await s.flush();
+    assert.equal(s.writes, w2);
+    await s.close();
+  });
+
+  it('setDesired resolves only once desired.json holds it; a failed store leaves the desired state in force unchanged', async () => {
+    const dir = newDir();
+    const s = await open(dir);
+    await s.setDesired({ document: doc(1), etag: '"g1"', receivedAt: 'now', source: 'x' });
+    // Make the rename target a non-empty directory so the write fails (what a full disk does to it).
+    await fsp.rm(join(dir, 'desired.json'));
+    await fsp.mkdir(join(dir, 'desired.json', 'x'), { recursive: true });
+    await assert.rejects(s.setDesired({ document: doc(2), etag: '"g2"', receivedAt: 'now', source: 'x' }));
+    assert.equal(s.data.desired?.document.generation, 1, 'generation 2 is not live');
+    assert.equal(s.data.desired?.etag, '"g1"');
+    await fsp.rm(join(dir, 'desired.json'), { recursive: true });
+    await s.setDesired({ document: doc(2), etag: '"g2"', receivedAt: 'now', source: 'x' });
+    assert.equal(s.data.desired?.document.generation, 2);
+    await s.close();
+    assert.deepEqual((await fsp.readdir(dir)).sort(), ['desired.json', 'state.json'], 'no temp file left by the failed write');
+  });
+
+  it('seqs are reserved in blocks: one write per block, and a restart never reuses a seq', async () => {
+    const dir = newDir();
+    const s = await open(dir);
+    const w = s.writes;
+    for (let seq = 1; seq <= 2 * SEQ_BLOCK; seq++) await s.reserveSeq(seq);
+    assert.equal(s.writes - w, 2, 'two blocks, two writes');
+    // A crash: no close, no flush beyond what reserveSeq awaited.
+    const again = await open(dir);
+    assert.ok(again.data.reporter.seq >= 2 * SEQ_BLOCK, `restart at ${again.data.reporter.seq}`);
+    await again.close();
+    await s.close();
   });
 
   it('writes compact JSON', async () => {
@@ -133,15 +194,13 @@ describe('Store', () => {
     for (let i = 0; i < 100; i++) {
       s.update((d) => {
         d.records[`w${i % 10}`] = record(`w${i % 10}`, { message: `m${i}` });
-        d.reporter.seq = i;
       });
       if (i % 3 === 0) await tick();
     }
     await s.flush();
     const writes = s.writes - before;
     assert.ok(writes >= 1 && writes < 50, `writes=${writes}`);
-    const disk = (await readState(dir)) as { reporter: { seq: number }; records: Record<string, WorkloadRecord> };
-    assert.equal(disk.reporter.seq, 99);
+    const disk = (await readState(dir)) as { records: Record<string, WorkloadRecord> };
     assert.equal(disk.records.w9?.message, 'm99');
     assert.ok(s.lastWriteMs > 0);
     await s.close();
@@ -162,18 +221,19 @@ describe('Store', () => {
     await s.close();
   });
 
-  it('noteSync changes pull timestamps in memory without a write; the next write carries them', async () => {
+  it('pull timestamps and errors are memory-only: no write, and not on disk', async () => {
     const dir = newDir();
     const s = await open(dir);
     await s.flush();
     const w = s.writes;
     s.noteSync({ lastPullAt: 'p1', lastSuccessAt: 'p1' });
+    s.setSync({ lastError: { code: 'INTERNAL', message: 'x', at: 'p1' } });
     assert.equal(s.data.sync.lastSuccessAt, 'p1');
     await s.flush();
-    assert.equal(s.writes, w, 'no write for timestamps alone');
+    assert.equal(s.writes, w, 'no write for sync state');
     s.setRecord(record('web'));
     await s.flush();
-    assert.equal(((await readState(dir)) as { sync: { lastPullAt: string } }).sync.lastPullAt, 'p1');
+    assert.ok(!(await fsp.readFile(join(dir, 'state.json'), 'utf8')).includes('p1'));
     await s.close();
   });
 
@@ -183,13 +243,13 @@ describe('Store', () => {
     const w = s.writes;
     await s.flush();
     assert.equal(s.writes, w);
-    s.setSync({ lastSuccessAt: 'x' });
+    s.setRecord(record('a', { message: 'x' }));
     await s.flush(); // no ticks in between: flush itself must get it written
-    assert.equal(((await readState(dir)) as { sync: { lastSuccessAt: string } }).sync.lastSuccessAt, 'x');
+    assert.equal(((await readState(dir)) as { records: Record<string, WorkloadRecord> }).records.a?.message, 'x');
     // Two concurrent flushes both resolve after the data is on disk.
-    s.setSync({ lastSuccessAt: 'y' });
+    s.setRecord(record('a', { message: 'y' }));
     await Promise.all([s.flush(), s.flush()]);
-    assert.equal(((await readState(dir)) as { sync: { lastSuccessAt: string } }).sync.lastSuccessAt, 'y');
+    assert.equal(((await readState(dir)) as { records: Record<string, WorkloadRecord> }).records.a?.message, 'y');
     await s.close();
   });
 
@@ -215,9 +275,10 @@ describe('Store', () => {
       ['bad JSON', '{"schemaVersion": 1, "records": {'],
       ['not an object', '[1,2,3]'],
       ['no version', '{"records":{}}'],
-      ['wrong shape', JSON.stringify({ ...emptyStoreData(), records: { a: { id: 'a' } } })],
-      ['id mismatch', JSON.stringify({ ...emptyStoreData(), records: { a: record('b') } })],
-      ['records not an object', JSON.stringify({ ...emptyStoreData(), records: [] })],
+      ['wrong shape', JSON.stringify(v2File({ records: { a: { id: 'a' } } }))],
+      ['id mismatch', JSON.stringify(v2File({ records: { a: record('b') } }))],
+      ['records not an object', JSON.stringify(v2File({ records: [] }))],
+      ['no seq reservation', JSON.stringify(v2File({ reporter: { seq: 3 } }))],
     ];
     for (const [name, content] of cases) {
       const dir = newDir();
@@ -247,7 +308,7 @@ describe('Store', () => {
   it('refuses a file from a newer schema version and leaves it in place', async () => {
     const dir = newDir();
     await fsp.mkdir(dir, { recursive: true });
-    const content = JSON.stringify({ ...emptyStoreData(), schemaVersion: STORE_SCHEMA_VERSION + 1, somethingNew: true });
+    const content = JSON.stringify(v2File({ schemaVersion: STORE_SCHEMA_VERSION + 1, somethingNew: true }));
     await fsp.writeFile(join(dir, 'state.json'), content);
     await assert.rejects(open(dir), (err: unknown) => {
       assert.ok(err instanceof StoreVersionError);
@@ -269,11 +330,11 @@ describe('Store', () => {
       0: (d: unknown) => {
         applied.push(0);
         const old = d as { nodeId: string; records: WorkloadRecord[] };
-        return { ...emptyStoreData(), schemaVersion: 1, nodeId: old.nodeId, records: Object.fromEntries(old.records.map((r) => [r.id, r])) };
+        return { schemaVersion: 1, nodeId: old.nodeId, records: Object.fromEntries(old.records.map((r) => [r.id, r])) };
       },
       1: (d: unknown) => {
         applied.push(1);
-        return { ...(d as object), schemaVersion: 2, reporter: { seq: 41 } };
+        return { ...(d as object), schemaVersion: 2, reporter: { seqReserved: 41 } };
       },
     };
     const s = await open(dir, { migrations, schemaVersion: 2 });
@@ -281,7 +342,7 @@ describe('Store', () => {
     assert.equal(s.data.schemaVersion, 2);
     assert.equal(s.data.nodeId, 'n1');
     assert.deepEqual(s.getRecord('web'), record('web'));
-    assert.equal(s.nextSeq(), 42);
+    assert.equal(s.data.reporter.seq, 41);
     await s.close();
     assert.equal(((await readState(dir)) as { schemaVersion: number }).schemaVersion, 2);
     // Already current: no migration runs again.
@@ -315,10 +376,18 @@ describe('Store', () => {
     await s.close();
     // What a crash between "write temp" and "rename" leaves: a half-written temp file with a wide mode.
     await fsp.writeFile(join(dir, 'state.json.tmp'), '{"schemaVersion":1,"records":{"half', { mode: 0o644 });
-    await fsp.writeFile(join(dir, '.state.json.tmp-123-abcd'), '{"sch');
+    await fsp.writeFile(join(dir, 'status.json.4242.0a1b2c3d.tmp'), '{"kind":"St');
+    // Ours, by a writer that is gone (pid 2^22 + 1 cannot exist on Linux): swept.
+    await fsp.writeFile(join(dir, '.state.json.tmp-4194305-abcd0123'), '{"sch');
+    await fsp.writeFile(join(dir, '.desired.json.tmp-4194305-abcd0123'), '{"sch');
+    // Ours, by a live writer (this test process's parent): kept. Not ours at all: kept.
+    await fsp.writeFile(join(dir, `.state.json.tmp-${process.ppid}-abcd0123`), '{"sch');
+    await fsp.writeFile(join(dir, 'notes.tmp'), 'mine');
     const again = await open(dir);
     assert.ok(again.getRecord('kept'));
-    assert.deepEqual((await fsp.readdir(dir)).sort(), ['state.json']);
+    assert.deepEqual((await fsp.readdir(dir)).sort(), [`.state.json.tmp-${process.ppid}-abcd0123`, 'notes.tmp', 'state.json']);
+    await fsp.rm(join(dir, `.state.json.tmp-${process.ppid}-abcd0123`));
+    await fsp.rm(join(dir, 'notes.tmp'));
     again.setRecord(record('next'));
     await again.flush();
     assert.equal(await modeOf(join(dir, 'state.json')), 0o600);
@@ -332,5 +401,73 @@ describe('Store', () => {
       await tick();
     }
     await s3.close();
+  });
+});
+
+describe('Store migration from the landed layout (schema 1 -> 2)', () => {
+  const fixture = join(import.meta.dirname, '..', 'fixtures', 'store-v1', 'state.json');
+
+  it('reads a state.json written by the landed version (f8aeb9a), splits it, and keeps everything a restart needs', async () => {
+    const dir = newDir();
+    await fsp.mkdir(dir, { recursive: true });
+    const original = await fsp.readFile(fixture, 'utf8');
+    const v1 = JSON.parse(original) as { schemaVersion: number; desired: { document: { generation: number } }; records: Record<string, WorkloadRecord>; reporter: { seq: number }; vmSecrets: object };
+    assert.equal(v1.schemaVersion, 1, 'the fixture is a landed-version file');
+    await fsp.writeFile(join(dir, 'state.json'), original, { mode: 0o644 });
+    const { logger, lines } = capturingLogger();
+    const s = await Store.open(dir, logger, { fsync: false });
+    assert.ok(lines.some((l) => l.msg === 'store migrated to a new schema version'));
+    assert.ok(!lines.some((l) => l.level >= 50), 'no ERROR: nothing moved aside');
+    assert.equal(s.data.schemaVersion, 2);
+    assert.equal(s.data.nodeId, 'edge-7');
+    assert.deepEqual(s.data.desired, v1.desired as never);
+    assert.deepEqual(s.data.records, v1.records);
+    assert.equal(s.getRecord('vm1')?.retry.gaveUp, true);
+    assert.equal(s.getRecord('web')?.failures.length, 1);
+    assert.deepEqual(s.data.vmSecrets, v1.vmSecrets);
+    assert.equal(s.data.reporter.seq, 118);
+    await s.reserveSeq(119);
+    await s.close();
+    const files = (await fsp.readdir(dir)).sort();
+    assert.deepEqual(files, ['desired.json', 'state.json'], 'nothing moved aside, no temp left');
+    const disk = (await readState(dir)) as { schemaVersion: number; desired?: unknown; sync?: unknown };
+    assert.equal(disk.schemaVersion, 2);
+    assert.equal(disk.desired, undefined);
+    assert.equal(disk.sync, undefined);
+    assert.equal(await modeOf(join(dir, 'state.json')), 0o600);
+    assert.equal(await modeOf(join(dir, 'desired.json')), 0o600);
+    // And the migrated store opens again as itself.
+    const again = await open(dir);
+    assert.equal(again.data.desired?.document.generation, 7);
+    assert.ok(again.data.reporter.seq >= 119);
+    assert.equal(again.data.vmSecrets?.vm1?.password, 'pw-123');
+    await again.close();
+  });
+
+  it('a crash between writing desired.json and state.json redoes the migration and loses nothing', async () => {
+    const dir = newDir();
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.copyFile(fixture, join(dir, 'state.json'));
+    const v1 = JSON.parse(await fsp.readFile(fixture, 'utf8')) as { desired: unknown };
+    // desired.json as the interrupted migration left it; state.json still version 1.
+    await fsp.writeFile(join(dir, 'desired.json'), JSON.stringify({ schemaVersion: 2, desired: v1.desired }));
+    const s = await open(dir);
+    assert.equal(s.data.desired?.document.generation, 7);
+    assert.equal(s.data.reporter.seq, 118);
+    await s.close();
+  });
+
+  it('a corrupt desired.json is moved aside without touching the records', async () => {
+    const dir = newDir();
+    const s = await open(dir);
+    s.setRecord(record('web'));
+    await s.setDesired({ document: doc(4), etag: null, receivedAt: 'now', source: 'x' });
+    await s.close();
+    await fsp.writeFile(join(dir, 'desired.json'), '{"schemaVersion":2,"desi');
+    const again = await open(dir);
+    assert.equal(again.data.desired, null);
+    assert.ok(again.getRecord('web'));
+    assert.ok((await fsp.readdir(dir)).some((f) => f.startsWith('desired.json.corrupt-')));
+    await again.close();
   });
 });
