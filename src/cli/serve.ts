@@ -26,7 +26,9 @@ options:
   --history N               reports kept per node in the history (default 20)
   --max-status-bytes N      largest status report, also after gunzip (default 4194304)
   --max-document-bytes N    largest published document (default 8388608)
-  --require-signed          refuse documents that are not DSSE envelopes with a trusted signature
+  --require-signed          refuse documents that are not DSSE envelopes signed by --trust-key
+  --trust-key PUB[,PUB]     trusted ed25519 public keys (PEM files or PEM text) for --require-signed
+  --trust-threshold N       distinct trusted keys that must have signed (default 1)
   --allow-insecure-http     serve plain HTTP on a non-loopback address
   --log-level LEVEL         default info
   -h, --help                print this help
@@ -46,6 +48,8 @@ const OPTIONS = {
   'max-status-bytes': { type: 'string', default: String(4 * 1024 * 1024) },
   'max-document-bytes': { type: 'string', default: String(8 * 1024 * 1024) },
   'require-signed': { type: 'boolean', default: false },
+  'trust-key': { type: 'string', multiple: true },
+  'trust-threshold': { type: 'string', default: '1' },
   'allow-insecure-http': { type: 'boolean', default: false },
   'log-level': { type: 'string', default: 'info' },
   help: { type: 'boolean', short: 'h', default: false },
@@ -84,11 +88,8 @@ export async function serveCommand(args: string[], io: CommandIo): Promise<numbe
     throw new UsageError(`plain HTTP on ${host} would send tokens and documents unencrypted: give --tls-cert and --tls-key, or --allow-insecure-http`);
   }
   if (o['client-ca'] !== undefined && !tls) throw new UsageError('--client-ca needs --tls-cert and --tls-key (client certificates are a TLS feature)');
-  if (o['require-signed']) {
-    // The DSSE verifier (src/trust/) is not part of this build yet; accepting the flag and not
-    // checking would be worse than refusing it.
-    throw new UsageError('--require-signed is not supported yet (no DSSE verifier in this build); publish signed envelopes without it, the agents verify them');
-  }
+  const verifyEnvelope = o['require-signed'] ? await envelopeVerifier(o['trust-key'] ?? [], o['trust-threshold']) : undefined;
+  if (!o['require-signed'] && o['trust-key'] !== undefined) throw new UsageError('--trust-key is only used with --require-signed');
   const level = o['log-level'];
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) throw new UsageError(`--log-level: unknown level ${JSON.stringify(level)}`);
   const logger = createLogger(level as 'info');
@@ -123,6 +124,7 @@ export async function serveCommand(args: string[], io: CommandIo): Promise<numbe
     port,
     maxWaitSeconds,
     ...options,
+    ...(verifyEnvelope !== undefined ? { verifyEnvelope } : {}),
     ...(tls ? { tls: { certFile: o['tls-cert'] as string, keyFile: o['tls-key'] as string, ...(o['client-ca'] !== undefined ? { clientCaFile: o['client-ca'] } : {}) } } : {}),
   });
   logger.info({ url: plane.url, store: o.store === undefined ? 'dir' : o.store.split(':')[0], maxWaitSeconds, maxHeld: options.maxHeld }, 'serve: listening');
@@ -136,4 +138,27 @@ export async function serveCommand(args: string[], io: CommandIo): Promise<numbe
   await plane.close();
   await store.close();
   return 0;
+}
+
+/** --require-signed: the same DSSE check the agents make (src/trust), so a publish the agents would refuse is refused here. */
+async function envelopeVerifier(keys: string[], thresholdText: string): Promise<(envelope: unknown) => { ok: true; payload: unknown } | { ok: false; reason: string }> {
+  const entries = keys.flatMap((k) => k.split(',')).map((k) => k.trim()).filter((k) => k !== '');
+  if (entries.length === 0) throw new UsageError('--require-signed needs --trust-key PUB (a PEM public key file, as made by persys-agent keygen)');
+  const threshold = positiveInt('trust-threshold', thresholdText);
+  const { loadPublicKeys, verifyEnvelope } = await import('../trust/dsse.js');
+  let trusted;
+  try {
+    trusted = loadPublicKeys(entries, '--trust-key');
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
+  if (threshold > trusted.length) throw new UsageError(`--trust-threshold ${threshold} is more than the ${trusted.length} distinct trusted key(s)`);
+  return (envelope) => {
+    try {
+      const { payload } = verifyEnvelope(envelope, trusted, threshold);
+      return { ok: true, payload: JSON.parse(payload.toString('utf8')) as unknown };
+    } catch (err) {
+      return { ok: false, reason: err instanceof Error ? err.message : String(err) };
+    }
+  };
 }
