@@ -19,8 +19,6 @@ import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-s
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
-import type { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
-import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { Store } from './store/store.js';
@@ -51,7 +49,8 @@ export class Agent {
   private reporter!: StatusReporter;
   private store!: Store;
   private runtimes: Runtime[] = [];
-  private libvirt: LibvirtRuntime | undefined;
+  /** Runtimes this agent knows but did not build (disabled by config), for status and /readyz. */
+  private absentRuntimes: { name: string; reason: string }[] = [];
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
@@ -90,14 +89,9 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
-    const built = createRuntimes(config, {
-      nodeId: this.nodeId,
-      stateDir,
-      logger,
-      libvirt: { secrets: storeVmSecrets(this.store), onVmChange: () => this.reporter?.markDirty() },
-    });
+    const built = createRuntimes(config, { nodeId: this.nodeId, stateDir, logger, onChange: () => this.reporter?.markDirty() });
     this.runtimes = built.runtimes;
-    this.libvirt = built.libvirt;
+    this.absentRuntimes = built.absent;
     this.closers.push(async () => {
       for (const rt of this.runtimes) await rt.close?.();
     });
@@ -117,15 +111,18 @@ export class Agent {
         host: new HostCollector({
           filesystems: () => {
             const fs = [{ purpose: 'state', path: stateDir }];
-            const dockerRoot = this.health.get('docker')?.dataRoot;
-            if (dockerRoot) fs.push({ purpose: 'docker', path: dockerRoot });
+            // Where each engine keeps its data (images, disks), under the runtime's name.
+            for (const rt of this.runtimes) {
+              const root = this.health.get(rt.name)?.dataRoot;
+              if (root && !fs.some((f) => f.path === root)) fs.push({ purpose: rt.name, path: root });
+            }
             return fs;
           },
         }),
       },
     );
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
-    const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
+    const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
     const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty });
     this.loop = new ReconcileLoop({
@@ -133,6 +130,7 @@ export class Agent {
       runtimes: this.runtimes,
       executor,
       logger,
+      policy: config.policy,
       onRecordChange: markDirty,
       onCycle: (s) => this.recordCycleMetrics(s),
     });
@@ -326,20 +324,16 @@ export class Agent {
 
   private readiness() {
     const { config } = this.opts;
-    const present = new Set(this.runtimes.map((rt) => rt.name));
-    const absent = (['docker', 'libvirt'] as const)
-      .filter((n) => !present.has(n))
-      .map((name) => ({ name, reason: config[name].enabled ? `no ${name} runtime in this agent version` : 'disabled by config' }));
     return computeReadiness({
       now: Date.now(),
       store: { writable: this.store.writable },
-      // Docker is the node's primary runtime; libvirt only counts once a VM is desired.
+      // The node's primary runtime always counts; the others once a workload of theirs is desired.
       runtimes: this.runtimes.map((rt) => ({
         name: rt.name,
         health: this.health.get(rt.name),
-        required: rt.name === 'docker' || (this.store.data.desired?.document.workloads.some((w) => rt.types.includes(w.type)) ?? false),
+        required: rt.primary === true || (this.store.data.desired?.document.workloads.some((w) => rt.types.some((t) => t.type === w.type)) ?? false),
       })),
-      absentRuntimes: absent,
+      absentRuntimes: this.absentRuntimes,
       lastPullSuccessAt: this.store.data.sync.lastSuccessAt,
       lastPullError: this.store.data.sync.lastError,
       pollIntervalSeconds: config.source.pollIntervalSeconds,
@@ -351,11 +345,12 @@ export class Agent {
     const view = this.loop.lastCycle?.view;
     const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
-    if (!this.opts.config.docker.enabled) runtimes.docker = 'down: disabled by config';
-    runtimes.libvirt ??= this.opts.config.libvirt.enabled ? 'down: libvirt runtime not available in this agent version' : 'down: disabled by config';
-    const capacity = view?.health.get('docker')?.capacity ?? view?.health.get('libvirt')?.capacity;
+    for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;
+    // The first runtime (the primary) that tells the host's capacity.
+    const capacity = this.runtimes.map((rt) => view?.health.get(rt.name)?.capacity).find((c) => c !== undefined);
+    const byType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     return buildStatusReport({
-      vm: (id) => this.libvirt?.vmStatus(id),
+      live: (type, id, state) => byType.get(type)?.live?.(id, state),
       nodeId: this.nodeId,
       seq,
       agentVersion: AGENT_VERSION,
