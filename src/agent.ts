@@ -21,6 +21,7 @@ import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
+import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './store/legacy-runtime-state.js';
 import { Store } from './store/store.js';
 import { createHttpClient } from './sync/http-client.js';
 import { SourcePoller } from './sync/poller.js';
@@ -92,6 +93,8 @@ export class Agent {
     const built = createRuntimes(config, { nodeId: this.nodeId, stateDir, logger, onChange: () => this.reporter?.markDirty() });
     this.runtimes = built.runtimes;
     this.absentRuntimes = built.absent;
+    // State files of agents before runtime contract v2: moved into the records' generic fields once.
+    if (hasLegacyRuntimeFacts(this.store.data)) this.store.update((d) => void (moveLegacySecrets(d), moveLegacyEvidence(d)));
     this.closers.push(async () => {
       for (const rt of this.runtimes) await rt.close?.();
     });

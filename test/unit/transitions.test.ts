@@ -151,3 +151,30 @@ describe('record transitions (pure): settled workloads take what the engine repo
     assert.deepEqual(out.put.map((r) => `${r.id} ${r.phase}`), ['b Running']);
   });
 });
+
+describe('legacy runtime state', () => {
+  it('generated passwords of agents before contract v2 move into their records once', async () => {
+    const { moveLegacySecrets } = await import('../../src/store/legacy-runtime-state.js');
+    const { emptyStoreData } = await import('../../src/store/types.js');
+    const d = emptyStoreData();
+    d.records.v = rec(vmw('v'));
+    d.records.k = { ...rec(vmw('k')), runtimeState: { version: 1, data: { password: 'kept' } } };
+    d.vmSecrets = { v: { password: 'pw1' }, k: { password: 'old' }, gone: { password: 'x' } };
+    assert.equal(moveLegacySecrets(d), true);
+    assert.deepEqual(d.records.v?.runtimeState, { version: 1, data: { password: 'pw1' } });
+    assert.deepEqual(d.records.k?.runtimeState, { version: 1, data: { password: 'kept' } });
+    assert.equal(d.vmSecrets, undefined);
+    assert.equal(moveLegacySecrets(d), false);
+  });
+
+  it('crash evidence of records before contract v2 moves to evidence', async () => {
+    const { hasLegacyRuntimeFacts, moveLegacyEvidence } = await import('../../src/store/legacy-runtime-state.js');
+    const { emptyStoreData } = await import('../../src/store/types.js');
+    const d = emptyStoreData();
+    d.records.w = { ...rec(cw('w')), ...({ container: { exitCode: 3, logTail: ['boom'] } } as object) };
+    assert.equal(hasLegacyRuntimeFacts(d), true);
+    assert.equal(moveLegacyEvidence(d), true);
+    assert.deepEqual(d.records.w?.evidence, { exitCode: 3, logTail: ['boom'] });
+    assert.equal(hasLegacyRuntimeFacts(d), false);
+  });
+});
