@@ -21,7 +21,7 @@ import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
-import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './store/legacy-runtime-state.js';
+import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
 import { Store } from './store/store.js';
 import { createHttpClient } from './sync/http-client.js';
 import { SourcePoller } from './sync/poller.js';

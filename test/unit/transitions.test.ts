@@ -154,7 +154,7 @@ describe('record transitions (pure): settled workloads take what the engine repo
 
 describe('legacy runtime state', () => {
   it('generated passwords of agents before contract v2 move into their records once', async () => {
-    const { moveLegacySecrets } = await import('../../src/store/legacy-runtime-state.js');
+    const { moveLegacySecrets } = await import('../../src/runtimes/legacy-state.js');
     const { emptyStoreData } = await import('../../src/store/types.js');
     const d = emptyStoreData();
     d.records.v = rec(vmw('v'));
@@ -168,7 +168,7 @@ describe('legacy runtime state', () => {
   });
 
   it('crash evidence of records before contract v2 moves to evidence', async () => {
-    const { hasLegacyRuntimeFacts, moveLegacyEvidence } = await import('../../src/store/legacy-runtime-state.js');
+    const { hasLegacyRuntimeFacts, moveLegacyEvidence } = await import('../../src/runtimes/legacy-state.js');
     const { emptyStoreData } = await import('../../src/store/types.js');
     const d = emptyStoreData();
     d.records.w = { ...rec(cw('w')), ...({ container: { exitCode: 3, logTail: ['boom'] } } as object) };
