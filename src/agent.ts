@@ -52,6 +52,8 @@ export class Agent {
   private runtimes: Runtime[] = [];
   /** Runtimes this agent knows but did not build (disabled by config), for status and /readyz. */
   private absentRuntimes: { name: string; reason: string }[] = [];
+  /** The runtime of each workload type it owns. */
+  private runtimeOf = new Map<string, Runtime>();
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
@@ -125,9 +127,9 @@ export class Agent {
       },
     );
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
-    const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
+    this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
-    const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty });
+    const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty });
     this.loop = new ReconcileLoop({
       store: this.store,
       runtimes: this.runtimes,
@@ -334,7 +336,7 @@ export class Agent {
       runtimes: this.runtimes.map((rt) => ({
         name: rt.name,
         health: this.health.get(rt.name),
-        required: rt.primary === true || (this.store.data.desired?.document.workloads.some((w) => rt.types.some((t) => t.type === w.type)) ?? false),
+        required: rt.primary === true || (this.store.data.desired?.document.workloads.some((w) => this.runtimeOf.get(w.type) === rt) ?? false),
       })),
       absentRuntimes: this.absentRuntimes,
       lastPullSuccessAt: this.store.data.sync.lastSuccessAt,
@@ -351,9 +353,8 @@ export class Agent {
     for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;
     // The first runtime (the primary) that tells the host's capacity.
     const capacity = this.runtimes.map((rt) => view?.health.get(rt.name)?.capacity).find((c) => c !== undefined);
-    const byType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     return buildStatusReport({
-      live: (type, id, state) => byType.get(type)?.live?.(id, state),
+      live: (type, id, state) => this.runtimeOf.get(type)?.live?.(id, state),
       nodeId: this.nodeId,
       seq,
       agentVersion: AGENT_VERSION,
