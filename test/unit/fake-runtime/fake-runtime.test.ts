@@ -7,7 +7,7 @@ import * as v from 'valibot';
 
 import { silentLogger } from '../../../src/log.js';
 import { Executor } from '../../../src/reconcile/executor.js';
-import { ReconcileLoop } from '../../../src/reconcile/loop.js';
+import { MAX_SETTLE_ROUNDS, ReconcileLoop } from '../../../src/reconcile/loop.js';
 import { plan } from '../../../src/reconcile/planner.js';
 import { BUILTIN_TYPES } from '../../../src/runtimes/registry.js';
 import type { DesiredStateDocument } from '../../../src/spec/desired-state.js';
@@ -129,6 +129,26 @@ describe('a third runtime, injected', () => {
     assert.equal(denied?.error?.code, 'POLICY_DENIED');
     assert.equal(denied?.retry.gaveUp, true);
     assert.deepEqual(rt.calls, []);
+  });
+
+  it('re-plan until settled is bounded: an engine that never settles costs at most 1 + 10 cycles per trigger', async () => {
+    rt.calls.length = 0;
+    // This engine forgets every start: each cycle plans a start again, and each start "succeeds".
+    const start = rt.start.bind(rt);
+    rt.start = async (o) => {
+      await start(o);
+      const p = rt.pods.get(o.runtimeId);
+      if (p) p.state = 'created';
+    };
+    for (const p of rt.pods.values()) p.state = 'created';
+    try {
+      const cycles = loop.cycles;
+      await loop.trigger('test', signal);
+      assert.equal(loop.cycles - cycles, 1 + MAX_SETTLE_ROUNDS);
+      assert.equal(rt.calls.filter((c) => c === 'start b1').length, 1 + MAX_SETTLE_ROUNDS);
+    } finally {
+      rt.start = start;
+    }
   });
 
   it('removed from desired: remove is told why and the record goes', async () => {
