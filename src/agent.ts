@@ -16,8 +16,10 @@ import { computeReadiness } from './metrics/readiness.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics/registry.js';
 import { startMetricsServer } from './metrics/server.js';
 import { RuntimeHealthBoard, WorkloadStatsCollector } from './metrics/workload-stats.js';
+import { drainSteps } from './reconcile/drain.js';
 import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
+import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
@@ -45,6 +47,10 @@ export const expandUrl = (template: string, nodeId: string) => template.replaceA
  */
 export class Agent {
   private readonly abort = new AbortController();
+  /** Aborts running steps: only when the SIGTERM drain time is up (this.abort stops new ones). */
+  private readonly stepAbort = new AbortController();
+  private executor: Executor | undefined;
+  private runtimeLog: RuntimeAvailabilityLog | undefined;
   private readonly closers: (() => Promise<void> | void)[] = [];
   private loop!: ReconcileLoop;
   private reporter!: StatusReporter;
@@ -129,7 +135,9 @@ export class Agent {
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
-    const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty });
+    const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
+    this.executor = executor;
+    this.runtimeLog = new RuntimeAvailabilityLog(logger);
     this.loop = new ReconcileLoop({
       store: this.store,
       runtimes: this.runtimes,
@@ -225,7 +233,8 @@ export class Agent {
           return rec ? this.buildReport(this.store.data.reporter.seq).workloads.find((w) => w.id === id) ?? { id } : undefined;
         },
         sync: async () => {
-          poller.triggerNow();
+          // Answers after the pull this request caused and a cycle that started after it.
+          await poller.pullNow();
           await this.loop.trigger('sync requested', signal);
           return { synced: true, observedGeneration: this.store.data.desired?.document.generation ?? null };
         },
@@ -325,6 +334,7 @@ export class Agent {
     }
     const observedAt = Date.now() - s.durationMs;
     for (const [name, h] of s.view.health) this.health.update(name, h, observedAt);
+    this.runtimeLog?.note(s.view.health, this.runtimes, this.store.data.desired?.document.workloads ?? []);
   }
 
   private readiness() {
@@ -366,17 +376,27 @@ export class Agent {
     });
   }
 
-  /** SIGTERM path: stop triggers, let the running step finish (bounded), send a last report, flush the store. */
+  /**
+   * SIGTERM path: stop triggers and new steps, let running steps finish within
+   * shutdown.drainSeconds, then abort the rest (they clean up what they made), send a last report
+   * and flush the store.
+   */
   async stop(timeoutMs = 20_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.abort.abort();
-    if (this.loop) {
-      // The running step gets half the budget to finish; its timer must not outlive the wait.
-      const giveUp = new AbortController();
-      await Promise.race([this.loop.idle(), sleep(timeoutMs / 2, giveUp.signal)]);
-      giveUp.abort();
+    const executor = this.executor;
+    if (this.loop && executor) {
+      await drainSteps({
+        idle: () => this.loop.idle(),
+        inFlight: () => [...executor.inFlight.keys()],
+        abortSteps: () => this.stepAbort.abort(),
+        quiesce: (ms) => executor.quiesce(ms),
+        drainSeconds: this.opts.config.shutdown.drainSeconds,
+        logger: this.opts.logger,
+      });
     }
+    this.stepAbort.abort();
     if (this.reporter) await this.reporter.flush(AbortSignal.timeout(Math.min(5000, timeoutMs / 4))).catch(() => undefined);
     for (const close of this.closers.reverse()) {
       try {

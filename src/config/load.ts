@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import * as v from 'valibot';
 
 import { ConfigError } from '../errors/index.js';
+import { unsupportedConfigKeys } from './unsupported.js';
 import { flattenIssues } from '../spec/validate.js';
 import { configSchema, type Config } from './schema.js';
 
@@ -397,6 +398,10 @@ export function loadConfig(opts: LoadConfigOptions): Config {
       const origin = originOf(keys, out.origins);
       lines.push(`${flat.path}: ${message}${origin ? ` (${origin.text})` : ''}`);
     }
+  }
+  for (const u of unsupportedConfigKeys(out.raw)) {
+    const origin = originOf(u.path.split('.'), out.origins);
+    lines.push(`${u.path}: ${u.reason}${origin ? ` (${origin.text})` : ''}`);
   }
   if (fileLines.length > 0 || lines.length > 0 || !result.success) throw new ConfigError([...fileLines, ...[...new Set(lines)].sort()]);
 

@@ -64,12 +64,24 @@ export const configSchema = v.strictObject({
         concurrency: v.pipe(v.optional(int('reconcile.concurrency', 1, 64), 4), d('Steps in flight at once.')),
         stuckSeconds: v.pipe(
           v.optional(seconds('reconcile.stuckSeconds', 1, 86400), 300),
-          d('A step still in a transitional phase (Pulling, Creating, Starting, Removing) after this long is stuck: it is aborted and recovered (stop, start again), else removed and marked Failed (STUCK).'),
+          d('A step that makes no progress for this long (no phase change, no image-pull progress event: a pull that keeps receiving bytes is never stuck) is stuck: it is aborted and recovered (stop, start again), else removed and marked Failed (STUCK).'),
         ),
       }),
       {},
     ),
     d('The reconcile loop.'),
+  ),
+  shutdown: v.pipe(
+    v.optional(
+      v.strictObject({
+        drainSeconds: v.pipe(
+          v.optional(seconds('shutdown.drainSeconds', 0, 85), 30),
+          d("On SIGTERM no new step starts; running steps may finish for this long, then they are aborted (an aborted create leaves nothing half made). At most 85, below systemd's 90 s stop timeout."),
+        ),
+      }),
+      {},
+    ),
+    d('Shutdown.'),
   ),
   retry: v.pipe(
     v.optional(
@@ -158,7 +170,7 @@ export const configSchema = v.strictObject({
       }),
       {},
     ),
-    d('Garbage collection.'),
+    d('Garbage collection. Not supported in this version: setting any gc.* key refuses to start (exit 2).'),
   ),
   resources: v.pipe(
     v.optional(
@@ -172,7 +184,7 @@ export const configSchema = v.strictObject({
             }),
             {},
           ),
-          d('Reserved for the host and not allocatable.'),
+          d('Reserved for the host and not allocatable. Not supported in this version: setting any resources.reserved.* key refuses to start (exit 2).'),
         ),
       }),
       {},

@@ -21,6 +21,7 @@ import {
 } from './records.js';
 import type { DesiredStep, Step, StepKind, StepOf } from './steps.js';
 import { abortReason, raceAbort } from '../util/abort.js';
+import { ProgressWatchdog } from './progress-watchdog.js';
 
 /**
  * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
@@ -51,6 +52,11 @@ export interface ExecutorDeps {
   onRecordChange?: () => void;
   /** Pause between create and start (tests only; default from PERSYS_TEST_PAUSE_AFTER_CREATE_MS). */
   pauseAfterCreateMs?: number;
+  /**
+   * Aborts running steps (the SIGTERM drain's second stage). When set, the cycle's own signal only
+   * stops new steps from starting, so running ones may finish; without it, that signal does both.
+   */
+  abortSteps?: AbortSignal;
 }
 
 export interface StepResult {
@@ -67,6 +73,8 @@ interface StepContext {
   signal: AbortSignal;
   now: () => Date;
   pauseAfterCreateMs: number;
+  /** Tells the stuck watchdog the step moved (a record write, a pull progress event). */
+  progressed: () => void;
 }
 
 type StepExecutor<K extends StepKind> = (step: StepOf<K>, ctx: StepContext) => Promise<void>;
@@ -96,6 +104,7 @@ function recordOf(ctx: StepContext, w: WorkloadBase): WorkloadRecord {
  */
 function save(ctx: StepContext, r: WorkloadRecord): void {
   if (ctx.signal.aborted) throw abortReason(ctx.signal);
+  ctx.progressed();
   ctx.deps.store.setRecord(r);
   ctx.deps.onRecordChange?.();
 }
@@ -107,7 +116,7 @@ function syncDesired(r: WorkloadRecord, w: WorkloadBase, specHash: string): Work
 }
 
 function applyContext(ctx: StepContext, step: DesiredStep, rec: WorkloadRecord, onPhase: (p: 'Pulling' | 'Creating' | 'Starting') => void): ApplyContext {
-  return { nodeId: ctx.deps.nodeId, specHash: step.specHash, hashVersion: step.hashVersion, runtimeState: rec.runtimeState, signal: ctx.signal, progress: onPhase };
+  return { nodeId: ctx.deps.nodeId, specHash: step.specHash, hashVersion: step.hashVersion, runtimeState: rec.runtimeState, signal: ctx.signal, progress: onPhase, heartbeat: ctx.progressed };
 }
 
 /** The record after a create: the new object's facts, its hash and canonical spec, and the runtime's state. */
@@ -300,6 +309,8 @@ export class Executor {
   private readonly types: TypeRegistry;
   /** Workloads with a step in flight, and since when (for status and the stuck watchdog). */
   readonly inFlight = new Map<string, { kind: StepKind; since: number }>();
+  /** Step work still going, also after its step was abandoned (abort, stuck): the drain waits for it. */
+  private readonly working = new Set<Promise<unknown>>();
 
   constructor(private readonly deps: ExecutorDeps) {
     this.now = deps.now ?? (() => new Date());
@@ -307,6 +318,13 @@ export class Executor {
     const fixed = envNumber('PERSYS_TEST_BACKOFF_RANDOM');
     this.random = deps.random ?? (fixed !== undefined ? () => Math.min(1, Math.max(0, fixed)) : undefined);
     this.pauseAfterCreateMs = deps.pauseAfterCreateMs ?? envNumber('PERSYS_TEST_PAUSE_AFTER_CREATE_MS') ?? 0;
+  }
+
+  /** Settles when every step's own work (engine calls, cleanup after an abort) has ended, or after `ms`. */
+  async quiesce(ms: number): Promise<void> {
+    const giveUp = new AbortController();
+    await Promise.race([Promise.allSettled([...this.working]), sleep(ms, giveUp.signal).catch(() => undefined)]);
+    giveUp.abort();
   }
 
   async execute(steps: readonly Step[], signal: AbortSignal): Promise<StepResult[]> {
@@ -344,36 +362,44 @@ export class Executor {
   }
 
   /**
-   * Runs one step under the stuck watchdog: a step still going after reconcile.stuckSeconds is
-   * aborted and handed to recoverStuck(). The race means an engine call that ignores its signal
-   * cannot hold the workload (or the cycle) hostage; it can no longer write the record either.
+   * Runs one step under the stuck watchdog: a step that made no progress (no phase change, no pull
+   * progress event) for reconcile.stuckSeconds is aborted and handed to recoverStuck(); one that keeps
+   * moving runs as long as it needs. The race means an engine call that ignores its signal cannot
+   * hold the workload (or the cycle) hostage; it can no longer write the record either.
    */
   private async runStep(step: Step, signal: AbortSignal): Promise<StepResult> {
     const stuckSeconds = this.deps.config.reconcile.stuckSeconds;
-    const watchdog = new AbortController();
-    const timer = setTimeout(() => watchdog.abort(new StuckAbort(stuckSeconds)), stuckSeconds * 1000);
-    const stepSignal = AbortSignal.any([signal, watchdog.signal]);
-    const ctx: StepContext = { deps: this.deps, types: this.types, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs };
+    const watchdog = new ProgressWatchdog(stuckSeconds, () => new StuckAbort(stuckSeconds));
+    // The cycle's signal stops new steps; a running one is aborted by abortSteps when there is one.
+    const hard = this.deps.abortSteps ?? signal;
+    const stepSignal = AbortSignal.any([hard, watchdog.signal]);
+    const ctx: StepContext = { deps: this.deps, types: this.types, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs, progressed: () => watchdog.touch() };
     const started = performance.now();
     this.inFlight.set(step.workloadId, { kind: step.kind, since: Date.now() });
     try {
-      await raceAbort(execute(step, ctx), stepSignal);
+      const work = execute(step, ctx);
+      this.working.add(work);
+      void work.then(
+        () => this.working.delete(work),
+        () => this.working.delete(work),
+      );
+      await raceAbort(work, stepSignal);
       if (MUTATING.has(step.kind)) {
         this.deps.logger.debug({ workloadId: step.workloadId, step: step.kind, reason: step.reason }, `${step.kind} ${step.workloadId}: ${step.reason}`);
       }
       return { step, ok: true, durationMs: performance.now() - started };
     } catch (raw) {
-      if (watchdog.signal.aborted && !signal.aborted) {
-        const err = await this.recoverStuck(step, stuckSeconds, signal);
+      if (watchdog.signal.aborted && !hard.aborted) {
+        const err = await this.recoverStuck(step, stuckSeconds, hard);
         return err ? { step, ok: false, error: err, durationMs: performance.now() - started } : { step, ok: true, durationMs: performance.now() - started };
       }
       const err = toWorkloadError(raw);
       // A shutdown is not a failed attempt: the record stays in its phase, and the next start finds
       // it interrupted and judges it afresh from the engine.
-      if (!signal.aborted) this.recordFailure(step, err);
+      if (!hard.aborted) this.recordFailure(step, err);
       return { step, ok: false, error: err, durationMs: performance.now() - started };
     } finally {
-      clearTimeout(timer);
+      watchdog.dispose();
       this.inFlight.delete(step.workloadId);
     }
   }

@@ -6,6 +6,7 @@ import type { WorkloadRecord } from '../store/types.js';
 import { Executor, type StepResult } from './executor.js';
 import { plan, type Plan } from './planner.js';
 import { isCrashLooping, LOG_TAIL_LINES, withInterrupted, withRetryRequested } from './records.js';
+import { SingleFlight } from './single-flight.js';
 import type { Step, StepKind } from './steps.js';
 import { settleRecords } from './transitions.js';
 
@@ -87,9 +88,11 @@ interface Evidence {
  * exactly one more run, so bursts of events cost at most two cycles.
  */
 export class ReconcileLoop {
-  private running: Promise<void> | null = null;
-  private pending = false;
+  private flight: SingleFlight | null = null;
+  private signal: AbortSignal | null = null;
   private readonly pendingReasons = new Set<string>();
+  /** Re-plan rounds since the last cycle that applied nothing (bounded by MAX_SETTLE_ROUNDS). */
+  private settleRounds = 0;
   private readonly now: () => Date;
   /** Retry requests (local API) waiting for the next cycle, which applies them before planning. */
   private readonly retryRequests = new Set<string>();
@@ -124,45 +127,39 @@ export class ReconcileLoop {
     return this.deps.store.getRecord(id);
   }
 
-  /** Requests a cycle; returns a promise that settles when the run covering this request ends. */
+  /** Requests a cycle; returns a promise that settles after a cycle that started after this request ends. */
   trigger(reason: string, signal: AbortSignal): Promise<void> {
     this.pendingReasons.add(reason);
-    if (this.running) {
-      this.pending = true;
-      return this.running;
-    }
-    this.running = this.drain(signal).finally(() => {
-      this.running = null;
-    });
-    return this.running;
+    this.signal = signal;
+    this.flight ??= new SingleFlight(() => this.cycle(), signal);
+    return this.flight.request();
   }
 
   /** Settles once no cycle is running (for shutdown and tests). */
   async idle(): Promise<void> {
-    while (this.running) await this.running;
+    await this.flight?.idle();
   }
 
-  private async drain(signal: AbortSignal): Promise<void> {
-    let settleRounds = 0;
-    do {
-      this.pending = false;
-      const reasons = [...this.pendingReasons].join(', ');
-      this.pendingReasons.clear();
-      if (signal.aborted) return;
-      try {
-        const s = await this.runOnce(signal);
-        // A terminal failure leaves runtime resources to remove: do it now, not a period later.
-        if (s.results.some((r) => !r.ok && r.step.workload && this.deps.store.getRecord(r.step.workloadId)?.retry.gaveUp)) this.pending = true;
-        // Re-plan until settled: what was applied may enable the next step now (bounded).
-        if (s.results.some((r) => r.ok && APPLIED_STEPS.has(r.step.kind)) && settleRounds++ < MAX_SETTLE_ROUNDS) {
-          this.pendingReasons.add('settling after applied steps');
-          this.pending = true;
-        }
-        this.scheduleBackoff(s.plan, signal);
-      } catch (err) {
-        this.deps.logger.error({ err: err instanceof Error ? err.message : String(err), reasons }, 'reconcile cycle failed');
+  private async cycle(): Promise<void> {
+    const signal = this.signal;
+    const reasons = [...this.pendingReasons].join(', ');
+    this.pendingReasons.clear();
+    if (!signal || signal.aborted) return;
+    try {
+      const s = await this.runOnce(signal);
+      // A terminal failure leaves runtime resources to remove: do it now, not a period later.
+      if (s.results.some((r) => !r.ok && r.step.workload && this.deps.store.getRecord(r.step.workloadId)?.retry.gaveUp)) void this.trigger('cleanup after a terminal failure', signal);
+      // Re-plan until settled: what was applied may enable the next step now (bounded per trigger).
+      if (s.results.some((r) => r.ok && APPLIED_STEPS.has(r.step.kind)) && this.settleRounds < MAX_SETTLE_ROUNDS) {
+        this.settleRounds++;
+        void this.trigger('settling after applied steps', signal);
+      } else {
+        this.settleRounds = 0;
       }
-    } while (this.pending && !signal.aborted);
+      this.scheduleBackoff(s.plan, signal);
+    } catch (err) {
+      this.deps.logger.error({ err: err instanceof Error ? err.message : String(err), reasons }, 'reconcile cycle failed');
+    }
   }
 
   /** One timer for the earliest backoff that ends, so a retry runs when it is due and not a period later. */

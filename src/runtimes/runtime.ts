@@ -212,6 +212,8 @@ export interface ApplyContext {
   signal: AbortSignal;
   /** Called when the step enters a new phase (e.g. Pulling -> Creating), so status can follow. */
   progress?: (phase: 'Pulling' | 'Creating' | 'Starting') => void;
+  /** Called whenever the step moves within a phase (e.g. pull bytes arrive): feeds the stuck watchdog. */
+  heartbeat?: () => void;
 }
 
 export interface RuntimeEvent {

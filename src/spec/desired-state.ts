@@ -57,8 +57,8 @@ export const desiredStateDocument = v.pipe(
       v.maxLength(10000, 'workloads has more than 10000 entries'),
       d('Every workload this node should run; ids must be unique. An empty list removes every workload.'),
     ),
-    volumes: v.pipe(v.optional(v.array(volumeDecl)), d('Named volumes.')),
-    storagePools: v.pipe(v.optional(v.array(storagePoolDecl)), d('Storage pools.')),
+    volumes: v.pipe(v.optional(v.array(volumeDecl)), d('Named volumes. Not supported in this version: the agent rejects a document that lists any (DESIRED_STATE_INVALID).')),
+    storagePools: v.pipe(v.optional(v.array(storagePoolDecl)), d('Storage pools. Not supported in this version: the agent rejects a document that lists any (DESIRED_STATE_INVALID).')),
   }),
   // Duplicate ids are reported even when the document has other errors (so every error shows at once).
   v.rawCheck(({ dataset, addIssue }) => {

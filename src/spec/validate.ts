@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { desiredStateDocument, type DesiredStateDocument } from './desired-state.js';
+import { unsupportedDocumentFields } from './unsupported-fields.js';
 
 export interface ValidationIssue {
   /** JSON path like `workloads[2].spec.ports[0].hostPort`, or `(root)`. */
@@ -134,8 +135,12 @@ export function validateWith<S extends v.GenericSchema>(schema: S, input: unknow
   return { ok: false, issues: flattenIssues(r.issues) };
 }
 
+/** The schema, plus the fields this version cannot honour yet (a document using one is rejected, naming the path). */
 export function validateDesiredState(input: unknown): ValidationResult<DesiredStateDocument> {
-  return validateWith(desiredStateDocument, input);
+  const r = validateWith(desiredStateDocument, input);
+  const unsupported = unsupportedDocumentFields(input).map((f) => ({ path: f.key, message: f.reason }));
+  if (unsupported.length === 0) return r;
+  return { ok: false, issues: [...(r.ok ? [] : r.issues), ...unsupported] };
 }
 
 export function formatIssues(issues: readonly ValidationIssue[]): string {

@@ -59,6 +59,9 @@ export class SourcePoller {
   #triggered = false;
   #running: Promise<void> | null = null;
   #lastOutcomeAt: Date | null = null;
+  /** pullNow() callers, by request number; a pull covers the requests made before it started. */
+  #requested = 0;
+  #waiters: { seq: number; resolve: () => void }[] = [];
 
   constructor(opts: SourcePollerOptions) {
     this.#opts = opts;
@@ -86,6 +89,26 @@ export class SourcePoller {
     this.#sleeper.wake();
   }
 
+  /**
+   * triggerNow(), and settles once a pull that started after this call has been handled (onResult
+   * done), or at shutdown: `/v1/sync` answers with what that pull brought, not with an older one.
+   */
+  pullNow(): Promise<void> {
+    const seq = ++this.#requested;
+    const handled = new Promise<void>((resolve) => this.#waiters.push({ seq, resolve }));
+    this.triggerNow();
+    return handled;
+  }
+
+  #release(upTo: number): void {
+    const keep: { seq: number; resolve: () => void }[] = [];
+    for (const w of this.#waiters) {
+      if (w.seq <= upTo) w.resolve();
+      else keep.push(w);
+    }
+    this.#waiters = keep;
+  }
+
   /** Loops until `signal` aborts; resolves then (never rejects). Calling it twice returns the same run. */
   run(signal: AbortSignal): Promise<void> {
     this.#running ??= this.#loop(signal);
@@ -93,9 +116,18 @@ export class SourcePoller {
   }
 
   async #loop(signal: AbortSignal): Promise<void> {
+    try {
+      await this.#pullUntilAborted(signal);
+    } finally {
+      this.#release(this.#requested);
+    }
+  }
+
+  async #pullUntilAborted(signal: AbortSignal): Promise<void> {
     const { logger } = this.#opts;
     while (!signal.aborted) {
       this.#triggered = false;
+      const covers = this.#requested;
       const started = performance.now();
       let outcome: PollOutcome;
       try {
@@ -128,6 +160,7 @@ export class SourcePoller {
           this.#failures += 1;
         }
       }
+      this.#release(covers);
       if (signal.aborted) break;
 
       let delayMs: number;

@@ -114,8 +114,7 @@ describe('env names', () => {
       'PERSYS_LIBVIRT_URI',
       'PERSYS_LIBVIRT_DOMAIN_TYPE',
       'PERSYS_POLICY_ALLOWED_HOST_PATH_PREFIXES',
-      'PERSYS_GC_INTERVAL_SECONDS',
-      'PERSYS_RESOURCES_RESERVED_MEMORY_BYTES',
+      'PERSYS_SHUTDOWN_DRAIN_SECONDS',
     ]) {
       assert.ok(names.includes(expected), `${expected} missing`);
     }
@@ -165,9 +164,9 @@ describe('env names', () => {
   });
 
   it('numbers and booleans set from env', () => {
-    const c = load({ env: { PERSYS_RECONCILE_CONCURRENCY: '7', PERSYS_GC_INTERVAL_SECONDS: '120', PERSYS_DOCKER_ENABLED: 'false' } });
+    const c = load({ env: { PERSYS_RECONCILE_CONCURRENCY: '7', PERSYS_SHUTDOWN_DRAIN_SECONDS: '12', PERSYS_DOCKER_ENABLED: 'false' } });
     assert.equal(c.reconcile.concurrency, 7);
-    assert.equal(c.gc.intervalSeconds, 120);
+    assert.equal(c.shutdown.drainSeconds, 12);
     assert.equal(c.docker.enabled, false);
   });
 });
@@ -176,7 +175,7 @@ describe('coercion', () => {
   it('numbers, booleans and string arrays from env', () => {
     const c = load({
       env: {
-        PERSYS_RESOURCES_RESERVED_CPUS: '0.5',
+        PERSYS_RETRY_MULTIPLIER: '1.5',
         PERSYS_SOURCE_ALLOW_INSECURE_HTTP: '1',
         PERSYS_LIBVIRT_ENABLED: 'FALSE',
         PERSYS_METRICS_PUSH_DELETE_ON_SHUTDOWN: '0',
@@ -184,7 +183,7 @@ describe('coercion', () => {
         PERSYS_TRUST_PUBLIC_KEYS: '["/etc/persys/a.pem", "/etc/persys/b,c.pem"]',
       },
     });
-    assert.equal(c.resources.reserved.cpus, 0.5);
+    assert.equal(c.retry.multiplier, 1.5);
     assert.equal(c.source.allowInsecureHttp, true);
     assert.equal(c.libvirt.enabled, false);
     assert.equal(c.metrics.push.deleteOnShutdown, false);
@@ -262,18 +261,18 @@ describe('errors', () => {
       load({
         file,
         env: { PERSYS_SOURCE_POLL_INTERVAL_SECONDS: '0', PERSYS_METRICS_LISTEN: 'everywhere' },
-        flags: { 'gc.intervalSeconds': '5', 'status.heartbeatSeconds': '1.5' },
+        flags: { 'shutdown.drainSeconds': '90', 'status.heartbeatSeconds': '1.5' },
       }),
     );
     assert.deepEqual(e.issues, [
-      'gc.intervalSeconds: must be at least 60 (from --gc.intervalSeconds="5")',
       `logLevel: must be trace, debug, info, warn, error, fatal or silent (from ${file})`,
       'metrics.listen: must be host:port, [v6]:port or "off" (from PERSYS_METRICS_LISTEN="everywhere")',
       `reconcile.concurrency: must be at least 1 (from ${file})`,
+      'shutdown.drainSeconds: must be at most 85 (from --shutdown.drainSeconds="90")',
       `source.pollIntervalSeconds: must be at least 1 (from PERSYS_SOURCE_POLL_INTERVAL_SECONDS="0")`,
       `source.url: must be an https://, http:// or file:// URL (from ${file})`,
     ]);
-    assert.match(e.message, /^invalid configuration:\n {2}gc\.intervalSeconds/);
+    assert.match(e.message, /^invalid configuration:\n {2}logLevel/);
   });
 
   it('a missing config file named explicitly is an error', () => {

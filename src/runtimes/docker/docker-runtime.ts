@@ -398,7 +398,7 @@ export class DockerRuntime implements Runtime {
     this.logger.info({ image }, 'pulling image');
     const started = Date.now();
     const stream = await this.call('pull', () => this.docker.pull(ref, { abortSignal: ctx.signal }));
-    await this.call('pull', () => this.followPull(stream, ctx.signal));
+    await this.call('pull', () => this.followPull(stream, ctx.signal, ctx.heartbeat));
     this.logger.info({ image, ms: Date.now() - started }, 'pulled image');
   }
 
@@ -408,9 +408,10 @@ export class DockerRuntime implements Runtime {
    * followProgress does not treat that as an error, we do. An abort destroys the stream, and a stream
    * that merely closes after an abort still counts as aborted.
    */
-  private followPull(stream: NodeJS.ReadableStream, signal: AbortSignal): Promise<void> {
+  private followPull(stream: NodeJS.ReadableStream, signal: AbortSignal, heartbeat?: () => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let streamError: string | undefined;
+      const moved = pullProgress();
       const onAbort = (): void => {
         const destroyable: unknown = stream;
         if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
@@ -436,6 +437,7 @@ export class DockerRuntime implements Runtime {
         },
         (event: unknown) => {
           if (streamError !== undefined || !isRecord(event)) return;
+          if (moved(event)) heartbeat?.();
           if (event.error !== undefined || event.errorDetail !== undefined) streamError = dockerErrorMessage({ json: event });
         },
       );
@@ -706,4 +708,20 @@ export class DockerRuntime implements Runtime {
       else signal.addEventListener('abort', onAbort, { once: true });
     });
   }
+}
+
+/**
+ * Whether a pull progress event says something moved: a layer's status changed or its byte count
+ * grew. dockerd repeats nothing while a registry stalls, but a repeated line must not count either.
+ */
+export function pullProgress(): (event: Record<string, unknown>) => boolean {
+  const seen = new Map<string, string>();
+  return (event) => {
+    const id = typeof event.id === 'string' ? event.id : '';
+    const detail = isRecord(event.progressDetail) ? event.progressDetail : {};
+    const key = `${String(event.status ?? '')}|${String(detail.current ?? '')}`;
+    if (seen.get(id) === key) return false;
+    seen.set(id, key);
+    return true;
+  };
 }

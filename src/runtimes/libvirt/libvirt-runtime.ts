@@ -134,6 +134,7 @@ export class LibvirtRuntime implements Runtime {
   private readonly consoleDir: string;
   private readonly timeoutMs: number;
   private detectedType: 'kvm' | 'qemu' | undefined;
+  private accessRestored = false;
   private nodeInfo: { at: number; capacity: Record<string, number> } | undefined;
 
   constructor(private readonly opts: LibvirtRuntimeOptions) {
@@ -182,6 +183,14 @@ export class LibvirtRuntime implements Runtime {
       const hypervisor = /Running hypervisor:\s*(.+)/.exec(out)?.[1]?.trim();
       const capacity = await this.capacity(s);
       const type = await this.effectiveDomainType(this.opts.domainType, s);
+      if (!this.accessRestored) {
+        // At start-up (the first time libvirt answers): QEMU's access to the VM files, which a host
+        // reboot or a service restart may have reset, is put back before anything is started.
+        this.accessRestored = true;
+        await this.storage.restoreAccess().catch((err: unknown) => {
+          this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not restore access to the VM storage directory');
+        });
+      }
       return {
         up: true,
         reason: `libvirt ${daemon}${hypervisor ? ` (${hypervisor})` : ''} at ${this.opts.uri}; domain type ${type}`,
@@ -359,6 +368,7 @@ export class LibvirtRuntime implements Runtime {
 
     const made: string[] = [];
     let password: string | undefined;
+    let defining = false;
     try {
       const disks = await this.prepareDisks(w, name, inputs.images, made, signal);
       password = this.password(w, ctx.runtimeState);
@@ -390,10 +400,14 @@ export class LibvirtRuntime implements Runtime {
       const xmlPath = join(vmDir, 'domain.xml');
       await writeFile(xmlPath, xml, { mode: 0o600 });
       made.push(xmlPath);
+      defining = true;
       await this.virsh.run('define', ['define', xmlPath], signal);
       this.logger.debug({ workloadId: w.id, domain: name, uuid: def.uuid }, 'defined domain');
     } catch (err) {
-      // "On failure nothing is left behind": what this call made goes; disks it reused stay.
+      // "On failure nothing is left behind": what this call made goes; disks it reused stay. An
+      // aborted `virsh define` (shutdown) may still have been carried out by libvirtd: that domain
+      // goes first, so no domain is left defined without the disks it names.
+      if (defining) await this.undefineLeftover(name, ctx.specHash);
       for (const f of made.reverse()) await this.storage.removeVmFile(name, f).catch(() => undefined);
       throw err instanceof WorkloadError ? err : translateVirshError(err, 'define');
     }
@@ -403,6 +417,19 @@ export class LibvirtRuntime implements Runtime {
     const created: CreatedWorkload = this.toObserved(k, { state: 'shut off', reason: 'unknown' });
     if (password !== undefined) created.runtimeState = { version: VM_STATE_VERSION, data: { password } };
     return created;
+  }
+
+  /** Undefines `name` if it is ours with this spec hash (what a failed create just defined), with its own deadline. */
+  private async undefineLeftover(name: string, specHash: string): Promise<void> {
+    try {
+      const k = await this.domainInfo(name, withTimeout(undefined, this.timeoutMs), true);
+      if (!k?.ours || k.parsed.metadata?.labels[LABELS.specHash] !== specHash) return;
+      await this.virsh.raw(['undefine', name, '--nvram'], withTimeout(undefined, this.timeoutMs));
+      this.known.delete(name);
+      this.logger.info({ domain: name }, 'undefined the domain a failed or aborted create left');
+    } catch (err) {
+      this.logger.warn({ domain: name, err: err instanceof Error ? err.message : String(err) }, 'could not undefine the domain a failed create left');
+    }
   }
 
   /**
@@ -456,6 +483,8 @@ export class LibvirtRuntime implements Runtime {
   // ------------------------------------------------------------------------------------------
 
   async start(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+    // A VM stopped while the agent was down starts from files whose path may have lost QEMU's access.
+    await this.storage.restoreAccess();
     try {
       await this.virsh.raw(['start', observed.name], signal);
       this.logger.debug({ workloadId: observed.workloadId, domain: observed.name }, 'started domain');

@@ -129,6 +129,28 @@ export class VmStorage {
     return this.initialized;
   }
 
+  /**
+   * Puts back what QEMU needs to reach existing VM files: the tree's directories 0711 and the path to
+   * `root` traversable. Not memoized, unlike init(): it runs at start-up and before every VM start,
+   * because the state dir's mode may have been reset while the agent was down (systemd's
+   * StateDirectory= sets 0700 on every service start, a restore from backup, an operator's chmod).
+   */
+  async restoreAccess(): Promise<void> {
+    if (!(await stat(this.root).catch(() => undefined))) return;
+    try {
+      const dirs = [this.root, join(this.root, 'images'), join(this.root, 'boot'), join(this.root, 'vms')];
+      const vms = await readdir(join(this.root, 'vms'), { withFileTypes: true }).catch(() => []);
+      for (const e of vms) if (e.isDirectory()) dirs.push(join(this.root, 'vms', e.name));
+      for (const d of dirs) {
+        const st = await stat(d).catch(() => undefined);
+        if (st && (st.mode & 0o7777) !== 0o711) await chmod(d, 0o711);
+      }
+      if (process.getuid?.() === 0) await this.openAncestors();
+    } catch (err) {
+      throw fsError(err, 'storage access');
+    }
+  }
+
   /** Makes the path to `root` traversable for QEMU's user: owned ancestors get o+x, others are reported. */
   private async openAncestors(): Promise<void> {
     const owned = new Set((this.opts.ownedAncestors ?? []).map((p) => resolve(p)));

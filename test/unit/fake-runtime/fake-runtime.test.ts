@@ -71,6 +71,7 @@ describe('a third runtime, injected', () => {
     desire([bundle({ image: 'app:1', volumes: ['logs', 'data'] })]);
     const cycles = loop.cycles;
     await loop.trigger('test', signal);
+    await loop.idle();
     assert.deepEqual(rt.calls, ['prepare b1', 'create b1', 'start b1']);
     // Re-plan until settled: the cycle after the create found nothing left to do, in the same trigger.
     assert.equal(loop.cycles - cycles, 2);
@@ -92,6 +93,7 @@ describe('a third runtime, injected', () => {
     const p = plan({ desired: store.data.desired?.document ?? null, records: store.data.records, observed: await rt.observe(), runtimeUp: { bundle: true }, now: new Date(), types });
     assert.deepEqual(p.steps.map((s) => `${s.kind}: ${s.reason}`), ['recreate: size changed (default -> 3)'], 'volumes in another order are the same spec');
     await loop.trigger('test', signal);
+    await loop.idle();
     assert.equal(rt.calls[0], 'prepare b1');
     assert.match(rt.calls[1] ?? '', /^stop b1 3$/, 'the type says the stop timeout');
     assert.match(rt.calls[2] ?? '', /^remove b1 pod-1 replace$/);
@@ -104,6 +106,7 @@ describe('a third runtime, injected', () => {
     // A newer but incomplete pod (no volumes): newest-wins would keep it, this runtime keeps the complete one.
     rt.plant({ ...current, volumes: [], createdAt: '2030-01-01T00:00:00.000Z' });
     await loop.trigger('test', signal);
+    await loop.idle();
     assert.deepEqual(rt.calls, ['stop b1 -', 'remove b1 pod-3 gc']);
     assert.deepEqual([...rt.pods.keys()], [current.id]);
   });
@@ -117,6 +120,7 @@ describe('a third runtime, injected', () => {
     rt.plant({ workloadId: 'b1', revision: '1', specHash: bundleHash(w, 1), hashVersion: 1, state: 'running', volumes: ['data', 'logs'] });
     assert.notEqual(bundleHash(w, 1), bundleHash(w, 2), 'the two versions hash differently');
     await loop.trigger('test', signal);
+    await loop.idle();
     assert.deepEqual(rt.calls, [], 'adopted without touching the engine');
     assert.equal(store.getRecord('b1')?.phase, 'Running');
   });
@@ -125,6 +129,7 @@ describe('a third runtime, injected', () => {
     rt.calls.length = 0;
     desire([bundle({ image: 'app:2', privileged: true }, { id: 'b2' }), bundle({ image: 'app:1', volumes: ['logs', 'data'], size: 3 })]);
     await loop.trigger('test', signal);
+    await loop.idle();
     const denied = store.getRecord('b2');
     assert.equal(denied?.error?.code, 'POLICY_DENIED');
     assert.equal(denied?.retry.gaveUp, true);
@@ -144,6 +149,7 @@ describe('a third runtime, injected', () => {
     try {
       const cycles = loop.cycles;
       await loop.trigger('test', signal);
+    await loop.idle();
       assert.equal(loop.cycles - cycles, 1 + MAX_SETTLE_ROUNDS);
       assert.equal(rt.calls.filter((c) => c === 'start b1').length, 1 + MAX_SETTLE_ROUNDS);
     } finally {
@@ -155,6 +161,7 @@ describe('a third runtime, injected', () => {
     rt.calls.length = 0;
     desire([]);
     await loop.trigger('test', signal);
+    await loop.idle();
     assert.deepEqual(rt.calls.filter((c) => c.startsWith('remove')).map((c) => c.replace(/pod-\d+/, 'pod')), ['remove b1 pod removed-from-desired']);
     assert.equal(store.getRecord('b1'), undefined);
     assert.equal(rt.pods.size, 0);

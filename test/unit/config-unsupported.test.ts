@@ -1,0 +1,85 @@
+/**
+ * Every accepted config key works or is refused: gc.* and resources.reserved.* are not implemented
+ * in this version, so setting any of them (file, env or flag) is a config error naming the key and
+ * saying "not supported in this version"; the CLI turns that into exit 2. A document that uses
+ * volumes or storagePools is rejected the same way, naming the path.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { loadConfig } from '../../src/config/load.js';
+import { UNSUPPORTED_CONFIG_KEYS } from '../../src/config/unsupported.js';
+import { ConfigError } from '../../src/errors/index.js';
+import { validateDesiredState } from '../../src/spec/validate.js';
+
+const refused = (f: () => unknown): readonly string[] => {
+  try {
+    f();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+  assert.fail('the config was accepted');
+};
+
+describe('unsupported config keys', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'persys-unsup-'));
+  });
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('gc.* and resources.reserved.* from a file are refused, each leaf named with its origin', async () => {
+    const file = join(dir, 'c.json');
+    await writeFile(file, JSON.stringify({ gc: { intervalSeconds: 3600, imageMinAgeSeconds: 60 }, resources: { reserved: { cpus: 0.5 } } }));
+    const issues = refused(() => loadConfig({ file, env: {}, flags: {}, cwd: dir }));
+    assert.equal(issues.length, 3, issues.join('\n'));
+    for (const key of ['gc.intervalSeconds', 'gc.imageMinAgeSeconds', 'resources.reserved.cpus']) {
+      const line = issues.find((l) => l.startsWith(`${key}: `));
+      assert.ok(line, `${key} named`);
+      assert.match(line, /not supported in this version/);
+      assert.ok(line.endsWith(`(from ${file})`), line);
+    }
+  });
+
+  it('from env and flags too', () => {
+    assert.match(refused(() => loadConfig({ env: { PERSYS_GC_INTERVAL_SECONDS: '600' }, flags: {}, cwd: dir })).join('\n'), /^gc\.intervalSeconds: not supported in this version.*PERSYS_GC_INTERVAL_SECONDS/);
+    assert.match(refused(() => loadConfig({ env: {}, flags: { 'resources.reserved.memoryBytes': '1024' }, cwd: dir })).join('\n'), /^resources\.reserved\.memoryBytes: not supported in this version/);
+  });
+
+  it('left out (or an empty object) starts as before', () => {
+    const c = loadConfig({ env: {}, flags: {}, cwd: dir });
+    assert.equal(c.shutdown.drainSeconds, 30);
+    assert.doesNotThrow(() => loadConfig({ env: {}, flags: {}, cwd: dir, file: undefined }));
+  });
+
+  it('the list names exactly gc and resources.reserved', () => {
+    assert.deepEqual(UNSUPPORTED_CONFIG_KEYS.map((k) => k.key), ['gc', 'resources.reserved']);
+  });
+});
+
+describe('unsupported desired-state fields', () => {
+  const base = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: 1, workloads: [] };
+
+  it('volumes and storagePools are rejected with the path and the reason; empty lists are fine', () => {
+    const r = validateDesiredState({ ...base, volumes: [{ name: 'data', pool: 'fast' }], storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast' }] });
+    assert.equal(r.ok, false);
+    const lines = r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
+    assert.deepEqual(lines, [
+      'volumes: volumes are not supported in this version (no storage support yet); remove volumes from the document',
+      'storagePools: storagePools are not supported in this version (no storage support yet); remove storagePools from the document',
+    ]);
+    assert.equal(validateDesiredState({ ...base, volumes: [], storagePools: [] }).ok, true);
+    assert.equal(validateDesiredState(base).ok, true);
+  });
+
+  it('schema errors are still reported beside them', () => {
+    const r = validateDesiredState({ ...base, generation: -1, volumes: [{ name: 'data', pool: 'fast' }] });
+    assert.equal(r.ok, false);
+    const paths = r.ok ? [] : r.issues.map((i) => i.path);
+    assert.deepEqual(paths.sort(), ['generation', 'volumes']);
+  });
+});
