@@ -4,7 +4,7 @@
  * cannot run (no dockerd, no image) says why and the others go on.
  *
  *   npm run bench                 all of them (about 4-6 minutes)
- *   npm run bench -- plan store   only the named sections (rss, cycle, plan, store, apply, scrape)
+ *   npm run bench -- plan store   only the named sections (rss, cycle, plan, store, apply, scrape, trust)
  *
  * BENCH_AGENT_NODE_OPTIONS=... passes Node flags to the agent process of the RSS bench only (the bare
  * node baseline never gets them), to size a fix such as --max-semi-space-size=2.
@@ -24,9 +24,10 @@ import { dockerUnavailableReason, progress, removeBenchContainers, removeNode, s
 import { benchPlan } from './plan.js';
 import { benchIdleRssEmpty, benchIdleRssFleet, type Fleet } from './rss.js';
 import { benchStore } from './store.js';
+import { benchTrust } from './trust.js';
 
 const FLEET_SIZE = 200;
-const SECTIONS = ['rss', 'cycle', 'plan', 'store', 'apply', 'scrape'] as const;
+const SECTIONS = ['rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 interface Outcome {
@@ -159,6 +160,7 @@ async function main(): Promise<void> {
       if (stale > 0) progress(`removed ${stale} container(s) left by earlier bench runs`);
     }
     if (want.has('plan')) outcomes.push(await runSection('plan', async () => ({ rows: await benchPlan(), notes: [] })));
+    if (want.has('trust')) outcomes.push(await runSection('trust', async () => ({ rows: await benchTrust(), notes: [] })));
     if (want.has('store')) outcomes.push(await runSection('store', async () => ({ rows: await benchStore(), notes: [] })));
     if (want.has('rss')) {
       outcomes.push(await runSection('idle RSS, 0 workloads', () => benchIdleRssEmpty(workDir, signal)));

@@ -88,7 +88,17 @@ export async function benchScrape(): Promise<{ name: string; value: number; unit
   const stats = new WorkloadStatsCollector({ runtimes: [runtime], intervalSeconds: 3600, health: board, logger: silentLogger() });
   await stats.collectOnce(new AbortController().signal);
 
-  const records = Array.from({ length: WORKLOADS }, (_, i) => ({ type: i % 10 === 0 ? 'vm' : 'container', phase: i % 7 === 0 ? 'Failed' : 'Running' }));
+  // Records as the store holds them: each one also gives a persys_workload_phase and a
+  // persys_workload_retry_attempts series, and the desired state is checked for the applied generation.
+  const records = Array.from({ length: WORKLOADS }, (_, i) => ({
+    id: usageOf(i).workloadId,
+    type: i % 10 === 0 ? 'vm' : 'container',
+    phase: i % 7 === 0 ? 'Failed' : 'Running',
+    revision: 'r1',
+    desiredState: 'running',
+    retry: { attempts: i % 7 === 0 ? 10 : 0 },
+  }));
+  const desiredWorkloads = records.map((r) => ({ id: r.id, revision: r.revision, desiredState: r.desiredState }));
   const host = new HostCollector({
     filesystems: () => [
       { purpose: 'state', path: dir },
@@ -100,6 +110,7 @@ export async function benchScrape(): Promise<{ name: string; value: number; unit
     {
       lastPullSuccessAt: () => new Date().toISOString(),
       desiredGeneration: () => 7,
+      desiredWorkloads: () => desiredWorkloads,
       workloadPhases: () => records,
       store: () => ({ writes: 100, writeErrors: 0, lastWriteMs: 3 }),
       statusReports: () => ({ ok: 50, error: 1 }),

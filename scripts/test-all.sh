@@ -18,7 +18,10 @@ TESTBEDS=(
   "docker.sh docker"
   "libvirt.sh libvirt"
   "prometheus.sh prometheus,pushgateway"
-  # "nginx.sh nginx"
+  "nginx.sh nginx"
+  "postgres.sh postgres"
+  "chromium.sh chromium"
+  "systemd.sh systemd"
 )
 
 RUN_STARTED=$(date +%s)

@@ -11,6 +11,8 @@ import { SourceError } from './errors/index.js';
 import { resolveNodeId } from './identity/node-id.js';
 import type { Logger } from './log.js';
 import { HostCollector } from './metrics/host.js';
+import { readHostId } from './metrics/host-id.js';
+import { configIntervals } from './metrics/intervals.js';
 import { MetricsPusher } from './metrics/push.js';
 import { computeReadiness } from './metrics/readiness.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics/registry.js';
@@ -25,7 +27,10 @@ import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
 import { Store } from './store/store.js';
-import { createHttpClient } from './sync/http-client.js';
+import { SystemdNotifier } from './systemd/notify.js';
+import { createSyncClients } from './sync/sync-clients.js';
+import { registerExpiryMetrics } from './trust/expiry-metrics.js';
+import { trustSettingsFrom } from './trust/settings.js';
 import { SourcePoller } from './sync/poller.js';
 import { StatusReporter } from './sync/reporter.js';
 import { DesiredStateSource, type PullResult } from './sync/source.js';
@@ -67,6 +72,7 @@ export class Agent {
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
+  private systemd: SystemdNotifier | undefined;
 
   private constructor(private readonly opts: AgentOptions) {}
 
@@ -88,6 +94,10 @@ export class Agent {
   private async init(): Promise<void> {
     const { config, logger } = this.opts;
     const signal = this.abort.signal;
+    // Type=notify under systemd: WATCHDOG=1 while the event loop runs, READY=1 after the first cycle.
+    const systemd = (this.systemd = new SystemdNotifier({ env: process.env, logger }));
+    systemd.startWatchdog(signal);
+    systemd.readyAtLatest(120_000, 'started; the first reconcile is still running');
     const stateDir = resolve(config.stateDir);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     this.store = await Store.open(stateDir, logger);
@@ -98,6 +108,7 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
+    // createRuntimes also gives the host policy the facts of this host (state dir, engine sockets).
     const built = createRuntimes(config, { nodeId: this.nodeId, stateDir, logger, onChange: () => this.reporter?.markDirty() });
     this.runtimes = built.runtimes;
     this.absentRuntimes = built.absent;
@@ -109,10 +120,11 @@ export class Agent {
 
     this.stats = new WorkloadStatsCollector({ runtimes: this.runtimes, intervalSeconds: config.metrics.statsIntervalSeconds, health: this.health, logger });
     this.metrics = createAgentMetrics(
-      { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname() },
+      { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname(), hostId: await readHostId(stateDir), intervals: configIntervals(config) },
       {
         lastPullSuccessAt: () => this.store.data.sync.lastSuccessAt,
         desiredGeneration: () => this.store.data.desired?.document.generation ?? null,
+        desiredWorkloads: () => this.store.data.desired?.document.workloads ?? [],
         workloadPhases: () => Object.values(this.store.data.records),
         store: () => this.store,
         statusReports: () => this.reporter?.sends ?? { ok: 0, error: 0 },
@@ -132,6 +144,7 @@ export class Agent {
         }),
       },
     );
+    registerExpiryMetrics(this.metrics.registry, () => this.store.data.desired?.document.expiresAt);
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
@@ -145,23 +158,22 @@ export class Agent {
       logger,
       policy: config.policy,
       onRecordChange: markDirty,
-      onCycle: (s) => this.recordCycleMetrics(s),
+      onCycle: (s) => {
+        this.recordCycleMetrics(s);
+        void systemd.ready(`reconciled generation ${this.store.data.desired?.document.generation ?? 'none'}: ${Object.keys(this.store.data.records).length} workload(s)`);
+      },
     });
 
-    const http = createHttpClient({
-      ...(config.source.caFile ? { caFile: config.source.caFile } : {}),
-      ...(config.source.certFile ? { certFile: config.source.certFile } : {}),
-      ...(config.source.keyFile ? { keyFile: config.source.keyFile } : {}),
-      ...(config.source.tokenFile ? { tokenFile: config.source.tokenFile } : {}),
-      allowInsecureHttp: config.source.allowInsecureHttp,
-      timeoutMs: config.source.timeoutSeconds * 1000,
-    });
-    this.closers.push(() => http.close());
-
+    const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const statusUrl = expandUrl(config.status.url ?? pathToFileURL(resolve(stateDir, 'status.json')).href, this.nodeId);
+    // Source and status each get their own client: their own CA, client certificate and token.
+    const { source: http, status: statusHttp } = createSyncClients(config, sourceUrl, statusUrl);
+    this.closers.push(() => http.close(), () => statusHttp.close());
+    const trust = trustSettingsFrom(config);
+
     this.reporter = new StatusReporter({
       url: statusUrl,
-      httpClient: http,
+      httpClient: statusHttp,
       heartbeatSeconds: config.status.heartbeatSeconds,
       debounceMs: config.status.debounceMs,
       buildReport: (seq) => this.buildReport(seq),
@@ -170,10 +182,11 @@ export class Agent {
       logger,
     });
 
-    const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const source = new DesiredStateSource({
       url: sourceUrl,
       httpClient: http,
+      ...(trust !== undefined ? { trust } : {}),
+      storedDocument: () => this.store.data.desired?.document ?? null,
       maxBodyBytes: config.source.maxBodyBytes,
       timeoutMs: config.source.timeoutSeconds * 1000,
       logger,
@@ -280,7 +293,7 @@ export class Agent {
     }
     this.metrics.pulls.inc({ result: '200' });
     const prevGen = this.store.data.desired?.document.generation ?? null;
-    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url });
+    this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     this.metrics.desiredGeneration.set(r.document.generation);
     this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
     this.reporter.markDirty();
@@ -384,6 +397,7 @@ export class Agent {
   async stop(timeoutMs = 20_000): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    void this.systemd?.stopping();
     this.abort.abort();
     const executor = this.executor;
     if (this.loop && executor) {

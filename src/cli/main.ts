@@ -11,7 +11,14 @@ const COMMANDS: Record<string, Command> = {
   plan: { summary: 'print what the agent would do now, and why, changing nothing', run: async (a, io) => (await import('./plan.js')).planCommand(a, io) },
   validate: { summary: 'check a desired-state document', run: async (a, io) => (await import('./validate.js')).validateCommand(a, io) },
   status: { summary: 'show the running agent\'s workloads (phase, attempts, errors)', run: async (a, io) => (await import('./status.js')).statusCommand(a, io) },
+  doctor: { summary: 'check this host: config, node id, source, clock, engines, state dir, disk', run: async (a, io) => (await import('./doctor.js')).doctorCommand(a, io) },
   retry: { summary: 'retry a failed workload now (resets its attempts)', run: async (a, io) => (await import('./retry.js')).retryCommand(a, io) },
+  serve: { summary: 'run the central side: desired state, long-poll, status intake, fleet page', run: async (a, io) => (await import('./serve.js')).serveCommand(a, io) },
+  token: { summary: 'make a node (or admin) token for serve; prints it, stores only its hash', run: async (a, io) => (await import('./token.js')).tokenCommand(a, io) },
+  publish: { summary: 'publish a desired-state document to serve', run: async (a, io) => (await import('./publish.js')).publishCommand(a, io) },
+  keygen: { summary: 'write an ed25519 key pair for signing desired state', run: async (a, io) => (await import('./trust-commands.js')).keygenCommand(a, io) },
+  sign: { summary: 'validate a desired-state document and sign it (DSSE envelope)', run: async (a, io) => (await import('./trust-commands.js')).signCommand(a, io) },
+  verify: { summary: 'check a signed desired-state document as the agent would', run: async (a, io) => (await import('./trust-commands.js')).verifyCommand(a, io) },
   version: {
     summary: 'print the version',
     run: async (_a, io) => {

@@ -1,4 +1,5 @@
 import { Agent } from '../agent.js';
+import { ConfigError } from '../errors/index.js';
 import { createLogger } from '../log.js';
 import { parseArgs } from './args.js';
 import { configFromArgs } from './config-args.js';
@@ -21,7 +22,16 @@ export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableSt
   if (!config) return 2;
   const logger = createLogger(config.logLevel);
   const desiredPath = typeof args.options.desired === 'string' ? args.options.desired : './desired-state.json';
-  const agent = await Agent.start({ config, desiredPath, logger });
+  let agent: Agent;
+  try {
+    agent = await Agent.start({ config, desiredPath, logger });
+  } catch (err) {
+    // A setting that passed the schema but cannot be used (an unreadable key file, a trust
+    // threshold above the number of keys) is still a configuration error: exit 2, with the reason.
+    if (!(err instanceof ConfigError)) throw err;
+    io.stderr.write(`persys-agent run: ${err.message}\n`);
+    return 2;
+  }
 
   return await new Promise<number>((resolve) => {
     let stopping = false;

@@ -37,6 +37,8 @@ export function formatStatus(r: StatusReport): string {
   lines.push(`node ${r.nodeId}  agent ${r.agentVersion}  generation ${r.observedGeneration ?? 'none'}  ${r.workloads.length} workload(s)`);
   for (const [name, s] of Object.entries(r.node.runtimes)) lines.push(`runtime ${name}: ${s}`);
   if (r.sync.lastError) lines.push(`desired state: ${r.sync.lastError.code}: ${r.sync.lastError.message}`);
+  if (r.sync.desiredExpired) lines.push(`desired state: EXPIRED at ${r.sync.desiredExpiresAt ?? '?'}: its workloads keep running, but no fresh document has arrived`);
+  if (r.sync.signedBy && r.sync.signedBy.length > 0) lines.push(`signed by: ${r.sync.signedBy.join(', ')}`);
   if (r.workloads.length === 0) {
     lines.push('no workloads');
     return lines.join('\n') + '\n';

@@ -137,7 +137,18 @@ export const isAllowedNonConfigEnv = (name: string): boolean =>
  * Keys whose values are file-system paths, resolved to absolute paths when loaded so later code
  * never depends on the cwd. `trust.publicKeys` entries are PEM text or paths; only paths are resolved.
  */
-const PATH_KEYS = ['stateDir', 'source.caFile', 'source.certFile', 'source.keyFile', 'source.tokenFile', 'docker.socketPath'] as const;
+const PATH_KEYS = [
+  'stateDir',
+  'source.caFile',
+  'source.certFile',
+  'source.keyFile',
+  'source.tokenFile',
+  'status.caFile',
+  'status.certFile',
+  'status.keyFile',
+  'status.tokenFile',
+  'docker.socketPath',
+] as const;
 const PATH_LIST_KEYS = ['trust.publicKeys'] as const;
 export const configPathKeys = (): readonly string[] => [...PATH_KEYS, ...PATH_LIST_KEYS];
 
@@ -279,6 +290,18 @@ function envLayer(env: NodeJS.ProcessEnv, cwd: string, out: Collected): void {
   }
 }
 
+/**
+ * Under systemd, `StateDirectory=` hands the service its directory as $STATE_DIRECTORY (a colon
+ * list when several are named; the first is ours). It is the default stateDir there, below the
+ * file, PERSYS_STATE_DIR and --stateDir, so the agent writes nothing next to its working directory.
+ */
+function systemdStateDirectory(env: NodeJS.ProcessEnv, out: Collected): void {
+  const dir = env.STATE_DIRECTORY?.split(':')[0]?.trim();
+  if (!dir || out.raw.stateDir !== undefined) return;
+  out.raw.stateDir = dir;
+  out.origins.set('stateDir', { layer: 'env', text: `from STATE_DIRECTORY=${shown(dir)} (systemd)`, baseDir: '/' });
+}
+
 const suggest = (envName: string): string => nearest(envName, LEAF_BY_ENV.keys());
 const suggestFlag = (flag: string): string => {
   const s = nearest(flag, LEAF_BY_PATH.keys());
@@ -382,6 +405,7 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   if (opts.file !== undefined) readFileLayer(opts.file, cwd, out);
   envLayer(opts.env, cwd, out);
   flagLayer(opts.flags, cwd, out);
+  systemdStateDirectory(opts.env, out);
 
   // A problem with the file itself comes first; key problems follow sorted by key.
   const fileLines = out.issues.filter((i) => i.path === '').map((i) => i.message);

@@ -22,20 +22,20 @@ const listen = (what: string) =>
  */
 export const configSchema = v.strictObject({
   nodeId: v.pipe(v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'nodeId must be 1-253 characters of A-Z a-z 0-9 . _ -'))), d('Overrides the derived node id.')),
-  stateDir: v.pipe(v.optional(path('stateDir'), './.persys-agent'), d('Store, local API socket and caches (mode 0700).')),
+  stateDir: v.pipe(v.optional(path('stateDir'), './.persys-agent'), d('Store, local API socket and caches (mode 0700). Default ./.persys-agent, or $STATE_DIRECTORY when systemd sets it (StateDirectory=).')),
   logLevel: v.pipe(v.optional(v.picklist(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], 'logLevel must be trace, debug, info, warn, error, fatal or silent'), 'info'), d('Log level.')),
   source: v.pipe(
     v.optional(
       v.strictObject({
         url: v.pipe(v.optional(url('source.url')), d('Desired-state URL; {nodeId} is replaced. Default: file:// of --desired.')),
         pollIntervalSeconds: v.pipe(v.optional(seconds('source.pollIntervalSeconds', 1, 86400), 30), d('Time between pulls (jittered).')),
-        longPollSeconds: v.pipe(v.optional(seconds('source.longPollSeconds', 0, 3600), 0), d('Prefer: wait=N sent with each pull; 0 disables.')),
+        longPollSeconds: v.pipe(v.optional(seconds('source.longPollSeconds', 0, 3600), 0), d('Longest hold asked for with Prefer: wait=N (jittered down by up to 1/16); only an answer with Preference-Applied counts as held, a static host is polled every pollIntervalSeconds; 0 disables. Use 90 with persys-agent serve (its cap; CDNs cut held requests at ~100 s).')),
         timeoutSeconds: v.pipe(v.optional(seconds('source.timeoutSeconds', 1, 3600), 30), d('Request timeout (on top of longPollSeconds).')),
         maxBodyBytes: v.pipe(v.optional(int('source.maxBodyBytes', 1024, 256 * 1024 * 1024), 8 * 1024 * 1024), d('Largest desired-state body accepted.')),
-        caFile: v.pipe(v.optional(path('source.caFile')), d('PEM CA bundle to trust for the source and status endpoints.')),
-        certFile: v.pipe(v.optional(path('source.certFile')), d('Client certificate (mTLS).')),
-        keyFile: v.pipe(v.optional(path('source.keyFile')), d('Client key (mTLS).')),
-        tokenFile: v.pipe(v.optional(path('source.tokenFile')), d('File holding a bearer token (never logged).')),
+        caFile: v.pipe(v.optional(path('source.caFile')), d('PEM CA bundle to trust for the source (replaces the system roots). Also used for status when status.caFile is not set.')),
+        certFile: v.pipe(v.optional(path('source.certFile')), d('Client certificate (mTLS) for the source; re-read when it changes on disk.')),
+        keyFile: v.pipe(v.optional(path('source.keyFile')), d('Client key (mTLS) for the source; re-read when it changes on disk.')),
+        tokenFile: v.pipe(v.optional(path('source.tokenFile')), d('File holding the bearer token for the source (never logged); re-read when it changes and once after a 401.')),
         allowInsecureHttp: v.pipe(v.optional(v.boolean('source.allowInsecureHttp must be true or false'), false), d('Allow plain http:// to non-loopback hosts.')),
       }),
       {},
@@ -48,13 +48,24 @@ export const configSchema = v.strictObject({
         url: v.pipe(v.optional(url('status.url')), d('Where status reports are POSTed; {nodeId} is replaced. Default file://<stateDir>/status.json.')),
         heartbeatSeconds: v.pipe(v.optional(seconds('status.heartbeatSeconds', 1, 86400), 60), d('A report is sent at least this often.')),
         debounceMs: v.pipe(v.optional(int('status.debounceMs', 0, 60000), 500), d('Changes within this window are sent as one report.')),
+        caFile: v.pipe(v.optional(path('status.caFile')), d('PEM CA bundle for the status endpoint. Default source.caFile.')),
+        certFile: v.pipe(v.optional(path('status.certFile')), d('Client certificate (mTLS) for status. Default source.certFile, but only when status.url has the same origin as source.url.')),
+        keyFile: v.pipe(v.optional(path('status.keyFile')), d('Client key (mTLS) for status; goes with status.certFile.')),
+        tokenFile: v.pipe(v.optional(path('status.tokenFile')), d('Bearer token file for status. Default source.tokenFile, but only when status.url has the same origin as source.url (a token is never sent to another host).')),
       }),
       {},
     ),
     d('Status reporting.'),
   ),
   trust: v.pipe(
-    v.optional(v.strictObject({ publicKeys: v.pipe(v.optional(v.array(v.string()), []), d('Trusted ed25519 public keys (PEM or file paths); when set, documents must be signed.')) }), {}),
+    v.optional(
+      v.strictObject({
+        publicKeys: v.pipe(v.optional(v.array(v.string()), []), d('Trusted ed25519 public keys (PEM or file paths); when set, documents must be DSSE envelopes signed by trust.threshold of them.')),
+        threshold: v.pipe(v.optional(int('trust.threshold', 1, 64), 1), d('Distinct trusted keys that must have signed a document (at most the number of trusted keys).')),
+        allowWildcardNode: v.pipe(v.optional(v.boolean('trust.allowWildcardNode must be true or false'), false), d('Accept nodeId "*" in signed documents (one document for many hosts).')),
+      }),
+      {},
+    ),
     d('Desired-state signatures.'),
   ),
   reconcile: v.pipe(
@@ -156,7 +167,22 @@ export const configSchema = v.strictObject({
         allowPrivileged: v.pipe(v.optional(v.boolean(), false), d('Allow privileged containers.')),
         allowHostPaths: v.pipe(v.optional(v.boolean(), false), d('Allow bind mounts of host paths.')),
         allowHostNetwork: v.pipe(v.optional(v.boolean(), false), d('Allow network mode host.')),
-        allowedHostPathPrefixes: v.pipe(v.optional(v.array(v.string()), []), d('When allowHostPaths: only under these prefixes (empty: any).')),
+        allowedHostPathPrefixes: v.pipe(
+          v.optional(v.array(v.pipe(v.string(), v.startsWith('/', 'policy.allowedHostPathPrefixes[] must be absolute'))), []),
+          d('When allowHostPaths: bind sources (after symlinks are resolved) only under these prefixes (empty: any). The docker socket, /, /etc, /proc, /sys, /dev, /root and the state dir are denied unless a prefix names them (or a path in them) exactly.'),
+        ),
+        allowedCapabilities: v.pipe(
+          v.optional(v.array(v.pipe(v.string(), v.regex(/^(CAP_)?[A-Z_]+$|^ALL$/, 'policy.allowedCapabilities[] are names like NET_ADMIN or ALL'))), []),
+          d('Dangerous capabilities a container may add (ALL, SYS_ADMIN, SYS_MODULE, SYS_PTRACE, SYS_RAWIO, SYS_BOOT, NET_ADMIN, DAC_READ_SEARCH, SYS_TIME, BPF, PERFMON are denied otherwise).'),
+        ),
+        allowedRegistries: v.pipe(
+          v.optional(v.array(v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9.:_-]*(\/[a-z0-9._-]+)*$/, 'policy.allowedRegistries[] are registry hosts like docker.io or 127.0.0.1:5000, optionally with a path')))),
+          d('When set: images only from these registries (docker.io for Docker Hub); a host/path entry limits to that repository prefix. Unset: any registry.'),
+        ),
+        allowUnconfinedSeccomp: v.pipe(v.optional(v.boolean(), false), d('Allow security.seccompProfile "unconfined".')),
+        allowUnconfinedApparmor: v.pipe(v.optional(v.boolean(), false), d('Allow security.apparmorProfile "unconfined".')),
+        allowedBridges: v.pipe(v.optional(v.array(v.string()), []), d('Host bridges a VM may attach to (networks[].bridge); none by default.')),
+        allowedNetworks: v.pipe(v.optional(v.array(v.string())), d('When set: the libvirt networks a VM may attach to (networks[].network). Unset: any libvirt network.')),
       }),
       {},
     ),

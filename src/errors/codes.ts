@@ -24,6 +24,7 @@ export const ERROR_CODES = {
   DESIRED_STATE_INVALID: { transient: false, user: 'The desired-state document was rejected; the last good one stays in force.' },
   DESIRED_STATE_STALE: { transient: false, user: 'The desired-state document is older than the one already applied.' },
   DESIRED_STATE_UNAVAILABLE: { transient: true, user: 'The desired-state document could not be fetched; the last good one stays in force.' },
+  DESIRED_STATE_EXPIRED: { transient: false, user: 'The desired-state document has expired (expiresAt); the last good one stays in force until the publisher signs a fresh one.' },
   SIGNATURE_INVALID: { transient: false, user: 'The desired-state document is not signed by a trusted key.' },
   STUCK: { transient: true, user: 'The workload stayed in a transitional phase too long.' },
   TIMEOUT: { transient: true, user: 'The runtime did not answer in time.' },

@@ -4,6 +4,7 @@ import type { WorkloadUsage } from '../runtimes/runtime.js';
 import { WORKLOAD_TYPES } from '../spec/desired-state.js';
 import { PHASES } from '../spec/status-report.js';
 import { CPU_MODES, type HostCollector } from './host.js';
+import { registerWorkloadStateMetrics, type DesiredWorkloadView, type WorkloadStateView } from './workload-state.js';
 
 /**
  * What the scrape-time collectors read. Every source is in memory (the store, counters kept by the
@@ -15,8 +16,11 @@ export interface MetricsSources {
   /** Generation of the desired state in force, or null. */
   desiredGeneration?: () => number | null;
   /** One entry per workload record. */
-  workloadPhases?: () => Iterable<{ type: string; phase: string }>;
-  store?: () => { writes: number; writeErrors: number; lastWriteMs: number };
+  workloadPhases?: () => Iterable<WorkloadStateView>;
+  /** The workloads of the desired state in force (for persys_desired_state_applied_generation). */
+  desiredWorkloads?: () => readonly DesiredWorkloadView[];
+  /** `writable`: the last state-file write succeeded. */
+  store?: () => { writes: number; writeErrors: number; lastWriteMs: number; writable?: boolean };
   statusReports?: () => { ok: number; error: number };
   runtimeHealth?: () => Iterable<[string, { up: boolean }]>;
   /** The stats collector's cache. */
@@ -29,6 +33,10 @@ export interface AgentMetricsInfo {
   nodeId: string;
   version: string;
   hostname?: string;
+  /** persys_node_info's host_id label (src/metrics/host-id.ts); '' when not given. */
+  hostId?: string;
+  /** Configured intervals by setting name (e.g. "source.pollIntervalSeconds"), for alert thresholds. */
+  intervals?: Record<string, number>;
 }
 
 /** Pull and push durations: from a fast 304 to a long-poll held for minutes. */
@@ -56,10 +64,17 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
 
   new Gauge({
     name: 'persys_node_info',
-    help: 'Constant 1, labelled with the node id (and host name) of this agent.',
-    labelNames: ['node_id', 'hostname'],
+    help: 'Constant 1, labelled with the node id, host name and host_id (a hash that differs between hosts, boots and state dirs) of this agent.',
+    labelNames: ['node_id', 'hostname', 'host_id'],
     registers,
-  }).set({ node_id: info.nodeId, hostname: info.hostname ?? '' }, 1);
+  }).set({ node_id: info.nodeId, hostname: info.hostname ?? '', host_id: info.hostId ?? '' }, 1);
+  const intervals = new Gauge({
+    name: 'persys_config_interval_seconds',
+    help: 'Configured intervals of the agent by setting (source.pollIntervalSeconds, status.heartbeatSeconds, ...), for alert thresholds.',
+    labelNames: ['setting'],
+    registers,
+  });
+  for (const [setting, seconds] of Object.entries(info.intervals ?? {})) intervals.set({ setting }, seconds);
   new Gauge({
     name: 'persys_build_info',
     help: 'Constant 1, labelled with the agent version and the Node.js version it runs on.',
@@ -143,6 +158,17 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
       this.set((sources.store?.().lastWriteMs ?? 0) / 1000);
     },
   });
+  // Only for a store that says (an unlabelled gauge without a value would still be exposed as 0).
+  if (typeof sources.store?.().writable === 'boolean') {
+    new Gauge({
+      name: 'persys_store_writable',
+      help: '1 when the last state-file write succeeded, 0 while writes fail (they are retried with backoff).',
+      registers,
+      collect() {
+        this.set(sources.store?.().writable === false ? 0 : 1);
+      },
+    });
+  }
   const storeWriteDuration = new Histogram({
     name: 'persys_store_write_duration_seconds',
     help: 'Duration of state-file writes (serialise, write, fsync, rename).',
@@ -183,6 +209,12 @@ export function createAgentMetrics(info: AgentMetricsInfo, sources: MetricsSourc
       for (const type of WORKLOAD_TYPES) for (const phase of PHASES) this.set({ type, phase }, 0);
       for (const r of sources.workloadPhases?.() ?? []) this.inc({ type: r.type, phase: r.phase });
     },
+  });
+
+  registerWorkloadStateMetrics(registry, {
+    records: sources.workloadPhases,
+    desiredGeneration: sources.desiredGeneration,
+    desiredWorkloads: sources.desiredWorkloads,
   });
 
   const usageCounter = (name: string, help: string, key: UsageKey) =>

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import { configurePolicyContext } from '../policy/container-policy.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { LibvirtRuntime } from './libvirt/libvirt-runtime.js';
 import type { Runtime } from './runtime.js';
@@ -53,6 +54,8 @@ const FACTORIES: readonly RuntimeFactory[] = [
 
 /** The runtimes the config enables, built the same way for `run` and for `plan`. */
 export function createRuntimes(config: Config, ctx: RuntimeContext): RuntimeSet {
+  // The docker type's policy rules judge host paths against this host's state dir and engine socket.
+  configurePolicyContext(config);
   const out: RuntimeSet = { runtimes: [], absent: [] };
   for (const f of FACTORIES) {
     if (f.enabled(config)) out.runtimes.push(f.create(config, ctx));

@@ -51,6 +51,10 @@ export const desiredStateDocument = v.pipe(
       v.maxValue(Number.MAX_SAFE_INTEGER, 'generation is too large'),
       d('Only grows; a lower generation than the stored one is rejected.'),
     ),
+    expiresAt: v.pipe(
+      v.optional(v.pipe(v.string(), v.isoTimestamp('expiresAt must be an ISO 8601 timestamp with a time zone, e.g. 2030-01-01T00:00:00Z'))),
+      d('After this time the document is never newly applied (DESIRED_STATE_EXPIRED); when the applied one expires its workloads keep running and the report says so. Set by `persys-agent sign --expires`.'),
+    ),
     labels: v.pipe(v.optional(v.record(v.string(), v.string())), d('Node labels reported back.')),
     workloads: v.pipe(
       v.array(workload),

@@ -1,6 +1,7 @@
 import { BUILTIN_TYPES, type TypeRegistry } from '../runtimes/registry.js';
 import type { RuntimeState } from '../runtimes/runtime.js';
 import { API_VERSION } from '../spec/desired-state.js';
+import { isExpired } from '../trust/desired-state-trust.js';
 import type { StatusReport, WorkloadStatus } from '../spec/status-report.js';
 import type { StoreData, WorkloadRecord } from '../store/types.js';
 
@@ -60,7 +61,14 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     observedGeneration: desired?.generation ?? null,
     sentAt: i.now.toISOString(),
     node: { hostname: i.hostname, labels: desired?.labels ?? {}, runtimes: i.runtimes },
-    sync: { lastPullAt: i.data.sync.lastPullAt, lastSuccessAt: i.data.sync.lastSuccessAt, lastError: i.data.sync.lastError },
+    sync: {
+      lastPullAt: i.data.sync.lastPullAt,
+      lastSuccessAt: i.data.sync.lastSuccessAt,
+      lastError: i.data.sync.lastError,
+      desiredExpiresAt: desired?.expiresAt ?? null,
+      desiredExpired: isExpired(desired, i.now.getTime()),
+      signedBy: i.data.desired?.signedBy ?? [],
+    },
     workloads: records.map((r) => workloadStatus(r, i, types)),
   };
   if (i.capacity) report.node.capacity = i.capacity;

@@ -60,6 +60,8 @@ export interface DesiredStateEntry {
   etag: string | null;
   receivedAt: string;
   source: string;
+  /** Ids of the trusted keys whose signatures verified on this document; absent or empty when unsigned. */
+  signedBy?: string[];
 }
 
 export interface SyncState {

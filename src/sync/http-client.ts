@@ -6,25 +6,39 @@
  * Both the desired-state source and the status reporter go through `HttpClient.request`, so the
  * URL check, the token and the TLS settings are applied in exactly one place.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import { ConfigError } from '../errors/index.js';
 
 export interface HttpClientOptions {
   /** PEM CA bundle. When set it REPLACES the system roots for our endpoints (a private fleet CA is pinned). */
   caFile?: string;
-  /** Client certificate for mTLS (needs keyFile). */
+  /** Client certificate for mTLS (needs keyFile). Re-read when it changes on disk. */
   certFile?: string;
-  /** Client key for mTLS (needs certFile). */
+  /** Client key for mTLS (needs certFile). Re-read when it changes on disk. */
   keyFile?: string;
-  /** File holding a bearer token; re-read when its mtime or size changes, so it can be rotated in place. */
+  /** File holding a bearer token; re-read when it changes, and once more after a 401, so it can be rotated in place. */
   tokenFile?: string;
   /** Allow plain http:// to hosts that are not loopback. */
   allowInsecureHttp: boolean;
   /** Connect timeout, and the base of every request's header/body timeouts. */
   timeoutMs: number;
+  /** Config section the files come from, named in error messages: `source` (default) or `status`. */
+  keyPrefix?: 'source' | 'status';
+}
+
+/** Redirects followed per request; more is an error (a loop or a misconfigured proxy). */
+export const MAX_REDIRECTS = 3;
+
+/** A redirect the client refuses to follow (other scheme, too many hops, no Location). */
+export class RedirectRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RedirectRefusedError';
+  }
 }
 
 /** A URL the agent refuses to talk to (scheme, host or shape); thrown before any connection is made. */
@@ -43,8 +57,7 @@ export class RequestDeadlineError extends Error {
   }
 }
 
-// Config keys named in error messages. The TLS/token settings live under `source.` in the config
-// even though the status reporter shares the same client (one fleet, one trust anchor).
+// Config keys named in the URL-rule messages (checkUrlAllowed has no client, so no prefix).
 const KEYS = {
   caFile: 'source.caFile',
   certFile: 'source.certFile',
@@ -198,43 +211,67 @@ export interface HttpRequestOptions {
 
 export type HttpResponse = Dispatcher.ResponseData;
 
+/** What identifies a version of a file on disk: a rotation (rewrite or rename over) changes it. */
+function fileStamp(st: { mtimeMs: number; size: number; ino: number }): string {
+  return `${st.ino}:${st.size}:${st.mtimeMs}`;
+}
+
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+
 export class HttpClient {
   readonly timeoutMs: number;
   readonly allowInsecureHttp: boolean;
-  readonly #connect: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeout: number };
+  readonly #files: { caFile?: string; certFile?: string; keyFile?: string };
+  readonly #keys: { caFile: string; certFile: string; keyFile: string; tokenFile: string };
+  #connect: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeout: number };
+  #tlsStamp = '';
   readonly #agents = new Map<string, Agent>();
   readonly #tokenFile: string | undefined;
   // The token lives only here and in the outgoing header; it is never put in an error or log line.
-  #token: { value: string; mtimeMs: number; size: number } | undefined;
+  #token: { value: string; stamp: string } | undefined;
+  #tlsReloads = 0;
   #closed = false;
 
   constructor(opts: HttpClientOptions) {
+    const prefix = opts.keyPrefix ?? 'source';
+    this.#keys = { caFile: `${prefix}.caFile`, certFile: `${prefix}.certFile`, keyFile: `${prefix}.keyFile`, tokenFile: `${prefix}.tokenFile` };
+    const K = this.#keys;
     if (!(opts.timeoutMs > 0)) throw new ConfigError([`http timeout must be positive, got ${opts.timeoutMs}`]);
     if ((opts.certFile === undefined) !== (opts.keyFile === undefined)) {
       throw new ConfigError([
-        opts.certFile === undefined
-          ? `${KEYS.keyFile} is set but ${KEYS.certFile} is not: mTLS needs both`
-          : `${KEYS.certFile} is set but ${KEYS.keyFile} is not: mTLS needs both`,
+        opts.certFile === undefined ? `${K.keyFile} is set but ${K.certFile} is not: mTLS needs both` : `${K.certFile} is set but ${K.keyFile} is not: mTLS needs both`,
       ]);
     }
     this.timeoutMs = opts.timeoutMs;
     this.allowInsecureHttp = opts.allowInsecureHttp;
+    this.#files = {
+      ...(opts.caFile !== undefined ? { caFile: opts.caFile } : {}),
+      ...(opts.certFile !== undefined ? { certFile: opts.certFile } : {}),
+      ...(opts.keyFile !== undefined ? { keyFile: opts.keyFile } : {}),
+    };
     // Read once, synchronously, at start-up: a missing or unreadable file is a configuration error
-    // the operator should see immediately, not a transient failure on every poll.
+    // the operator should see immediately, not a transient failure on every poll. Later versions
+    // of the files are picked up by #refreshTls.
     this.#connect = { timeout: opts.timeoutMs };
-    if (opts.caFile !== undefined) this.#connect.ca = readConfigFile(KEYS.caFile, opts.caFile);
-    if (opts.certFile !== undefined) this.#connect.cert = readConfigFile(KEYS.certFile, opts.certFile);
-    if (opts.keyFile !== undefined) this.#connect.key = readConfigFile(KEYS.keyFile, opts.keyFile);
+    if (opts.caFile !== undefined) this.#connect.ca = readConfigFile(K.caFile, opts.caFile);
+    if (opts.certFile !== undefined) this.#connect.cert = readConfigFile(K.certFile, opts.certFile);
+    if (opts.keyFile !== undefined) this.#connect.key = readConfigFile(K.keyFile, opts.keyFile);
+    this.#tlsStamp = this.#tlsStampSync();
     this.#tokenFile = opts.tokenFile;
     if (opts.tokenFile !== undefined) {
-      const raw = readConfigFile(KEYS.tokenFile, opts.tokenFile).toString('utf8').trim();
-      if (raw === '') throw new ConfigError([`${KEYS.tokenFile}: ${opts.tokenFile} is empty`]);
+      const raw = readConfigFile(K.tokenFile, opts.tokenFile).toString('utf8').trim();
+      if (raw === '') throw new ConfigError([`${K.tokenFile}: ${opts.tokenFile} is empty`]);
     }
   }
 
   /** Number of per-origin agents opened so far (tests use it to prove a rejected URL never connected). */
   get agentCount(): number {
     return this.#agents.size;
+  }
+
+  /** How often changed TLS files were picked up (tests). */
+  get tlsReloads(): number {
+    return this.#tlsReloads;
   }
 
   get closed(): boolean {
@@ -249,29 +286,75 @@ export class HttpClient {
     checkUrlAllowed(url, this.allowInsecureHttp);
   }
 
-  /** The `Authorization` header value, or undefined without a token file. Re-reads a changed file. */
-  async authorization(): Promise<string | undefined> {
+  /**
+   * The `Authorization` header value, or undefined without a token file. Re-reads the file when it
+   * changed (inode, size or mtime), or always with `force` (after a 401).
+   */
+  async authorization(force = false): Promise<string | undefined> {
     const path = this.#tokenFile;
     if (path === undefined) return undefined;
+    const key = this.#keys.tokenFile;
     let st;
     try {
       st = await stat(path);
     } catch (err) {
-      throw new Error(`${KEYS.tokenFile}: cannot read ${path}: ${errorMessage(err)}`);
+      throw new Error(`${key}: cannot read ${path}: ${errorMessage(err)}`);
     }
+    const stamp = fileStamp(st);
     const cached = this.#token;
-    if (cached === undefined || cached.mtimeMs !== st.mtimeMs || cached.size !== st.size) {
+    if (force || cached === undefined || cached.stamp !== stamp) {
       let value: string;
       try {
         value = (await readFile(path, 'utf8')).trim();
       } catch (err) {
-        throw new Error(`${KEYS.tokenFile}: cannot read ${path}: ${errorMessage(err)}`);
+        throw new Error(`${key}: cannot read ${path}: ${errorMessage(err)}`);
       }
-      if (value === '') throw new Error(`${KEYS.tokenFile}: ${path} is empty`);
-      if (/[\r\n]/.test(value)) throw new Error(`${KEYS.tokenFile}: ${path} holds more than one line`);
-      this.#token = { value, mtimeMs: st.mtimeMs, size: st.size };
+      if (value === '') throw new Error(`${key}: ${path} is empty`);
+      if (/[\r\n]/.test(value)) throw new Error(`${key}: ${path} holds more than one line`);
+      this.#token = { value, stamp };
     }
     return `Bearer ${this.#token?.value ?? ''}`;
+  }
+
+  #tlsStampSync(): string {
+    const parts: string[] = [];
+    for (const f of [this.#files.caFile, this.#files.certFile, this.#files.keyFile]) {
+      if (f === undefined) continue;
+      try {
+        parts.push(fileStamp(statSync(f)));
+      } catch {
+        parts.push('missing');
+      }
+    }
+    return parts.join('|');
+  }
+
+  /**
+   * Picks up a CA, client certificate or key replaced on disk: new connections use the new files,
+   * open ones finish on the old. A half-written or unreadable set keeps the old material (and is
+   * tried again on the next request), so a rotation in progress never breaks the agent.
+   */
+  async #refreshTls(): Promise<void> {
+    const f = this.#files;
+    if (f.caFile === undefined && f.certFile === undefined) return;
+    const stamp = this.#tlsStampSync();
+    if (stamp === this.#tlsStamp) return;
+    try {
+      const next: { ca?: Buffer; cert?: Buffer; key?: Buffer; timeout: number } = { timeout: this.timeoutMs };
+      if (f.caFile !== undefined) next.ca = await readFile(f.caFile);
+      if (f.certFile !== undefined) next.cert = await readFile(f.certFile);
+      if (f.keyFile !== undefined) next.key = await readFile(f.keyFile);
+      // Throws on a certificate that does not match its key, or PEM that does not parse.
+      createSecureContext({ ...(next.ca ? { ca: next.ca } : {}), ...(next.cert ? { cert: next.cert } : {}), ...(next.key ? { key: next.key } : {}) });
+      this.#connect = next;
+    } catch {
+      return;
+    }
+    this.#tlsStamp = stamp;
+    this.#tlsReloads++;
+    const old = [...this.#agents.values()];
+    this.#agents.clear();
+    for (const a of old) void a.close().catch(() => undefined);
   }
 
   #agentFor(url: URL): Agent {
@@ -292,32 +375,60 @@ export class HttpClient {
   /**
    * One exchange. The URL is checked before anything is opened. `handle` must consume or dump the
    * body; whatever it leaves is destroyed afterwards. Timeouts: the headers must arrive, and the
-   * body may not stall, for longer than timeoutMs + extraTimeoutMs; the whole exchange is bounded by
-   * 2 * timeoutMs + extraTimeoutMs (the per-request timeoutMs when given) so a server dribbling one byte at a time cannot hold us forever.
+   * body may not stall, for longer than timeoutMs + extraTimeoutMs; the whole exchange (redirects
+   * included) is bounded by 2 * timeoutMs + extraTimeoutMs (the per-request timeoutMs when given)
+   * so a server dribbling one byte at a time cannot hold us forever.
+   *
+   * Redirects: at most MAX_REDIRECTS, same scheme only (so never https -> http), each target
+   * checked like the first URL; the bearer token goes only to the origin first asked. A POST
+   * follows only 307/308 (which keep the method and body). A 401 re-reads the token file once
+   * and, when it changed, repeats the request with the new token.
    */
   async request<T>(url: URL, opts: HttpRequestOptions, handle: (res: HttpResponse) => Promise<T>): Promise<T> {
     if (this.#closed) throw new Error('HTTP client is closed');
     this.checkUrl(url);
     const extra = Math.max(0, opts.extraTimeoutMs ?? 0);
     const base = opts.timeoutMs !== undefined && opts.timeoutMs > 0 ? opts.timeoutMs : this.timeoutMs;
-    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
-    const auth = await this.authorization();
-    if (auth !== undefined) headers.authorization = auth;
     const { signal, dispose } = linkSignals([opts.signal], 2 * base + extra);
     try {
-      const res = await request(url, {
-        dispatcher: this.#agentFor(url),
-        method: opts.method,
-        headers,
-        body: opts.body ?? null,
-        signal,
-        headersTimeout: base + extra,
-        bodyTimeout: base + extra,
-      });
-      try {
-        return await handle(res);
-      } finally {
-        if (!res.body.readableEnded && !res.body.destroyed) discardBody(res.body);
+      await this.#refreshTls();
+      let current = url;
+      let redirects = 0;
+      let reread = false;
+      for (;;) {
+        const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+        const withToken = current.origin === url.origin;
+        const auth = withToken ? await this.authorization() : undefined;
+        if (auth !== undefined) headers.authorization = auth;
+        const res = await request(current, {
+          dispatcher: this.#agentFor(current),
+          method: opts.method,
+          headers,
+          body: opts.body ?? null,
+          signal,
+          headersTimeout: base + extra,
+          bodyTimeout: base + extra,
+        });
+        if (res.statusCode === 401 && auth !== undefined && !reread) {
+          reread = true;
+          const fresh = await this.authorization(true).catch(() => auth);
+          if (fresh !== auth) {
+            discardBody(res.body);
+            continue;
+          }
+        }
+        const location = headerValue(res.headers, 'location');
+        const followable = REDIRECT_STATUSES.has(res.statusCode) && (opts.method === 'GET' || res.statusCode === 307 || res.statusCode === 308);
+        if (followable) {
+          discardBody(res.body);
+          current = this.#redirectTarget(current, location, ++redirects);
+          continue;
+        }
+        try {
+          return await handle(res);
+        } finally {
+          if (!res.body.readableEnded && !res.body.destroyed) discardBody(res.body);
+        }
       }
     } catch (err) {
       // undici rejects with the abort reason; make our own deadline readable and keep the rest.
@@ -326,6 +437,27 @@ export class HttpClient {
     } finally {
       dispose();
     }
+  }
+
+  #redirectTarget(from: URL, location: string | undefined, hop: number): URL {
+    const shown = redactUrl(from);
+    if (location === undefined || location === '') throw new RedirectRefusedError(`${shown}: redirect without a Location header`);
+    if (hop > MAX_REDIRECTS) throw new RedirectRefusedError(`${shown}: more than ${MAX_REDIRECTS} redirects`);
+    let to: URL;
+    try {
+      to = new URL(location, from);
+    } catch {
+      throw new RedirectRefusedError(`${shown}: redirect to an invalid Location`);
+    }
+    if (to.protocol !== from.protocol) {
+      throw new RedirectRefusedError(`${shown}: redirect from ${from.protocol}// to ${to.protocol}// refused (same scheme only)`);
+    }
+    try {
+      this.checkUrl(to);
+    } catch (err) {
+      throw new RedirectRefusedError(`${shown}: redirect refused: ${errorMessage(err)}`);
+    }
+    return to;
   }
 
   async close(): Promise<void> {

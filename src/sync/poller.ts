@@ -1,8 +1,11 @@
 /**
  * Drives DesiredStateSource.pull() until its signal aborts. One code path serves static hosts and
- * long-poll servers: every pull sends If-None-Match and (when configured) `Prefer: wait=N`; when the
- * server actually held the request we go straight back, otherwise we sleep the jittered poll
- * interval. Failures back off exponentially with full jitter and honour Retry-After.
+ * long-poll servers: every pull sends If-None-Match and (when configured) `Prefer: wait=N`. Only an
+ * answer carrying `Preference-Applied: wait=N` says the server holds requests, and only then do we
+ * go straight back; anything else (a static host, however slow its 304) waits the jittered poll
+ * interval, so a static host gets one request per interval. Elapsed time is never the signal: a
+ * slow 304 from nginx behind a busy link looked "held" and was re-polled at once.
+ * Failures back off exponentially with full jitter and honour Retry-After.
  */
 import { SourceError } from '../errors/index.js';
 import type { Logger } from '../log.js';
@@ -47,8 +50,27 @@ export const RETRY_AFTER_CAP_MS = 10 * 60_000;
 /** Shortest sleep after a failure: full jitter can draw ~0, and a zero-delay retry loop helps nobody. */
 const MIN_ERROR_DELAY_MS = 100;
 
-/** A pull that took at least this long was held by the server (long-poll), not merely slow to start. */
-const HELD_THRESHOLD_MS = 1000;
+/**
+ * Shortest gap between the starts of two long-polls. Not a "held" test: a server that claims
+ * Preference-Applied but answers 304 at once would otherwise be re-polled in a tight loop.
+ */
+export const MIN_LONG_POLL_GAP_MS = 250;
+
+/**
+ * The wait asked for: `longPollSeconds` minus up to 1/16 of it (Consul's jitter fraction), never
+ * more than asked, so 10,000 agents that started together drift apart instead of reconnecting in
+ * step when their holds expire. Integer seconds, at least 1.
+ */
+export function jitteredWaitSeconds(longPollSeconds: number, random: () => number = Math.random): number {
+  const n = Math.floor(longPollSeconds);
+  if (n <= 0) return 0;
+  return Math.max(1, n - Math.floor(random() * (n / 16)));
+}
+
+/** True when the answer says the server held (or would hold) the request: `Preference-Applied: wait=N`. */
+export function serverHoldsRequests(outcome: PollOutcome): boolean {
+  return !(outcome instanceof SourceError) && outcome.waitApplied !== undefined && outcome.waitApplied > 0;
+}
 
 export class SourcePoller {
   readonly #opts: SourcePollerOptions;
@@ -137,7 +159,7 @@ export class SourcePoller {
           storedGeneration: state.storedGeneration,
           nodeId: this.#opts.nodeId,
           signal,
-          ...(this.#opts.longPollSeconds > 0 ? { waitSeconds: this.#opts.longPollSeconds } : {}),
+          ...(this.#opts.longPollSeconds > 0 ? { waitSeconds: jitteredWaitSeconds(this.#opts.longPollSeconds, this.#random) } : {}),
         });
       } catch (err) {
         outcome =
@@ -169,10 +191,10 @@ export class SourcePoller {
         const retryAfterMs = outcome instanceof SourceError ? outcome.retryAfterMs : undefined;
         delayMs = delayWithRetryAfter(own, retryAfterMs, Math.max(this.#policy.maxDelayMs, RETRY_AFTER_CAP_MS));
         logger?.debug({ failures: this.#failures, delayMs, retryAfterMs }, 'desired-state pull failed; backing off');
-      } else if (this.#opts.longPollSeconds > 0 && elapsedMs >= HELD_THRESHOLD_MS) {
-        // The server held the request: it supports long-poll, so ask again right away. A static
-        // host answers at once and lands in the branch below, so this can never spin.
-        delayMs = 0;
+      } else if (this.#opts.longPollSeconds > 0 && serverHoldsRequests(outcome)) {
+        // The server said it holds requests: ask again right away (after a short floor, so a
+        // server that claims to hold but does not cannot make us spin).
+        delayMs = Math.max(0, MIN_LONG_POLL_GAP_MS - elapsedMs);
       } else {
         delayMs = jitter(this.#opts.pollIntervalSeconds * 1000, 0.1, this.#random);
       }

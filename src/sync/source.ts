@@ -3,8 +3,10 @@
  * long-poll, or file://. Every outcome is either a PullResult or a SourceError with a code from
  * the closed set and the exact reason, so the caller can keep the last good state and report why.
  *
- * Order of checks on a 200: size cap -> JSON -> verify hook (signatures, later) -> schema ->
- * node id (`*` only from file://) -> generation. Nothing here writes anything; the caller stores an accepted document.
+ * Order of checks on a 200: size cap -> JSON -> signature (DSSE, when trust is configured) ->
+ * verify hook -> schema -> node id (`*` only from file://, or signed with trust.allowWildcardNode)
+ * -> generation (rollback; mix-and-match for signed documents) -> expiresAt. Nothing here writes
+ * anything; the caller stores an accepted document.
  */
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -12,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, SourceError } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import { ANY_NODE_ID, type DesiredStateDocument } from '../spec/desired-state.js';
+import { checkFreshness, checkWildcardNode, openSigned, type TrustSettings } from '../trust/desired-state-trust.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { parseRetryAfter } from '../util/backoff.js';
 import {
@@ -29,14 +32,18 @@ import {
 } from './http-client.js';
 
 export type PullResult =
-  | { kind: 'not-modified' }
+  | { kind: 'not-modified'; waitApplied?: number }
   | {
       kind: 'updated';
+      /** `Preference-Applied: wait=N` of the answer: the server holds requests (long-poll). Absent from static hosts. */
+      waitApplied?: number;
       document: DesiredStateDocument;
       /** Opaque validator to send back as currentEtag; null when the server gave none. */
       etag: string | null;
-      /** The parsed body as received, before the verify hook (a DSSE envelope once signing exists). */
+      /** The parsed body as received, before the verify hook (a DSSE envelope when signed). */
       raw: unknown;
+      /** Ids of the trusted keys whose signatures verified; empty when unsigned. */
+      signedBy: string[];
     };
 
 export interface PullOptions {
@@ -64,6 +71,15 @@ export interface DesiredStateSourceOptions {
    * keeps its code; anything else becomes SIGNATURE_INVALID. Not called on 304 / unchanged files.
    */
   verify?: (raw: unknown) => unknown;
+  /** trust.*: when set, only DSSE envelopes signed by `threshold` of these keys are accepted. */
+  trust?: TrustSettings;
+  /**
+   * The document in force, for the rollback and mix-and-match checks; when absent, only the
+   * generation in PullOptions.storedGeneration is compared.
+   */
+  storedDocument?: () => DesiredStateDocument | null;
+  /** Clock for expiresAt (tests). */
+  now?: () => number;
 }
 
 /** Bytes of a non-2xx body quoted in the error (enough for a proxy's one-line reason). */
@@ -76,6 +92,9 @@ export class DesiredStateSource {
   readonly #timeoutMs: number | undefined;
   readonly #logger: Logger | undefined;
   readonly #verify: ((raw: unknown) => unknown) | undefined;
+  readonly #trust: TrustSettings | undefined;
+  readonly #storedDocument: (() => DesiredStateDocument | null) | undefined;
+  readonly #now: () => number;
 
   constructor(opts: DesiredStateSourceOptions) {
     this.#template = opts.url;
@@ -84,6 +103,9 @@ export class DesiredStateSource {
     this.#timeoutMs = opts.timeoutMs;
     this.#logger = opts.logger;
     this.#verify = opts.verify;
+    this.#trust = opts.trust;
+    this.#storedDocument = opts.storedDocument;
+    this.#now = opts.now ?? Date.now;
     if (!(opts.maxBodyBytes > 0)) throw new ConfigError([`source.maxBodyBytes must be positive, got ${opts.maxBodyBytes}`]);
     // Check the URL at start-up (with a placeholder node id) so a forbidden URL is a configuration
     // error the operator sees at once, never a connection attempt.
@@ -113,18 +135,21 @@ export class DesiredStateSource {
     const url = this.urlFor(opts.nodeId);
     if (opts.signal.aborted) throw new SourceError('DESIRED_STATE_UNAVAILABLE', `pull of ${redactUrl(url)} aborted`, { cause: opts.signal.reason });
     let fetched: { raw: unknown; etag: string | null } | 'not-modified';
+    const applied: { waitApplied?: number } = {};
     if (url.protocol === 'file:') fetched = await this.#pullFile(url, opts);
-    else fetched = await this.#pullHttp(url, opts);
-    if (fetched === 'not-modified') return { kind: 'not-modified' };
-    const document = await this.#accept(fetched.raw, opts, url.protocol === 'file:');
-    return { kind: 'updated', document, etag: fetched.etag, raw: fetched.raw };
+    else fetched = await this.#pullHttp(url, opts, applied);
+    if (fetched === 'not-modified') return { kind: 'not-modified', ...applied };
+    const { document, signedBy } = await this.#accept(fetched.raw, opts, url.protocol === 'file:');
+    return { kind: 'updated', document, etag: fetched.etag, raw: fetched.raw, signedBy, ...applied };
   }
 
-  async #accept(raw: unknown, opts: PullOptions, local: boolean): Promise<DesiredStateDocument> {
-    let payload: unknown = raw;
+  async #accept(raw: unknown, opts: PullOptions, local: boolean): Promise<{ document: DesiredStateDocument; signedBy: string[] }> {
+    const opened = openSigned(raw, this.#trust);
+    let payload: unknown = opened.payload;
+    const signed = this.#trust !== undefined;
     if (this.#verify !== undefined) {
       try {
-        payload = await this.#verify(raw);
+        payload = await this.#verify(payload);
       } catch (err) {
         if (err instanceof SourceError) throw err;
         throw new SourceError('SIGNATURE_INVALID', err instanceof Error ? err.message : String(err), { cause: err });
@@ -138,30 +163,24 @@ export class DesiredStateSource {
     const doc = checked.value;
     // "*" ("this host") is for hand-written local files; a fetched document must name the node, so
     // one fleet-wide file served to every node by mistake is refused rather than applied everywhere.
-    if (doc.nodeId === ANY_NODE_ID && !local) {
-      throw new SourceError('DESIRED_STATE_INVALID', `document is for node *, which only a local file may use; this node is ${opts.nodeId}`);
-    }
+    checkWildcardNode(doc, signed, local, this.#trust?.allowWildcardNode ?? false, opts.nodeId);
     if (doc.nodeId !== opts.nodeId && doc.nodeId !== ANY_NODE_ID) {
       throw new SourceError('DESIRED_STATE_INVALID', `document is for node ${doc.nodeId}, this node is ${opts.nodeId}`);
     }
-    if (opts.storedGeneration !== null) {
-      if (doc.generation < opts.storedGeneration) {
-        throw new SourceError(
-          'DESIRED_STATE_STALE',
-          `document generation ${doc.generation} is lower than the stored generation ${opts.storedGeneration} (rollback or replay refused)`,
-        );
-      }
-      // Same generation with a new ETag: the publisher changed the content without bumping the
-      // generation (typically a fix of a typo). Accepted on purpose: refusing would leave the node
-      // on the broken version until the next bump. Noted, because it is unusual.
-      if (doc.generation === opts.storedGeneration && opts.currentEtag !== null) {
-        this.#logger?.info({ generation: doc.generation }, 'desired state changed without a generation bump; accepting it');
-      }
+    // The document in force when the caller gave it, else only its generation (rollback check alone).
+    const inForce = this.#storedDocument?.() ?? null;
+    const stored = inForce ?? (opts.storedGeneration !== null ? { generation: opts.storedGeneration } : null);
+    const freshness = checkFreshness(doc, stored, signed, this.#now());
+    // Same generation, other content, unsigned: the publisher changed the content without bumping
+    // the generation (typically a fix of a typo). Accepted on purpose: refusing would leave the
+    // node on the broken version until the next bump. Noted, because it is unusual.
+    if (freshness === 'newer' && stored !== null && doc.generation === stored.generation && opts.currentEtag !== null) {
+      this.#logger?.info({ generation: doc.generation }, 'desired state changed without a generation bump; accepting it');
     }
-    return doc;
+    return { document: doc, signedBy: opened.signedBy };
   }
 
-  async #pullHttp(url: URL, opts: PullOptions): Promise<{ raw: unknown; etag: string | null } | 'not-modified'> {
+  async #pullHttp(url: URL, opts: PullOptions, applied: { waitApplied?: number }): Promise<{ raw: unknown; etag: string | null } | 'not-modified'> {
     const client = this.#client;
     if (client === undefined) throw new Error('DesiredStateSource: an http(s) source needs an httpClient');
     const shown = redactUrl(url);
@@ -183,7 +202,11 @@ export class DesiredStateSource {
           extraTimeoutMs: waitSeconds * 1000,
           ...(this.#timeoutMs !== undefined ? { timeoutMs: this.#timeoutMs } : {}),
         },
-        (res) => this.#handleResponse(res, shown, opts),
+        (res) => {
+          const waitApplied = parsePreferenceAppliedWait(headerValue(res.headers, 'preference-applied'));
+          if (waitApplied !== undefined) applied.waitApplied = waitApplied;
+          return this.#handleResponse(res, shown, opts);
+        },
       );
     } catch (err) {
       if (err instanceof SourceError) throw err;
@@ -285,6 +308,13 @@ export class DesiredStateSource {
     if (opts.currentEtag !== null && fileDigestOf(opts.currentEtag) === digest) return 'not-modified';
     return { raw: parseJson(content), etag };
   }
+}
+
+/** `Preference-Applied: wait=N` (RFC 7240) -> N; undefined when absent or without a wait. */
+export function parsePreferenceAppliedWait(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /(?:^|[,;\s])wait\s*=\s*"?(\d+)"?/i.exec(value);
+  return m?.[1] === undefined ? undefined : Number(m[1]);
 }
 
 function fileDigestOf(etag: string): string | undefined {

@@ -5,23 +5,20 @@
  * the size of a report with 100 failing workloads.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
 import Docker from 'dockerode';
 import * as v from 'valibot';
 
 import { statusReport } from '../../src/spec/status-report.js';
-import { AgentProcess, CLI, waitFor } from '../helpers/agent-process.js';
+import { AgentProcess, runCli, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
 
-const exec = promisify(execFile);
 const skip = await requireEngine('docker');
 const IMAGE = 'persys-test/busybox:1';
 
@@ -47,15 +44,7 @@ function container(id: string, spec: Record<string, unknown> = {}, extra: Record
   return { id, type: 'container', ...extra, spec: { image: IMAGE, stopTimeoutSeconds: 1, network: { mode: 'none' }, ...spec } };
 }
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const cli = (args: string[]) => runCli(args);
 
 describe('failures end to end: evidence, status/retry over the local API, resets, restarts, SIGKILL', { skip, timeout: 900_000 }, () => {
   const nodeId = testNodeId('test-fail-e2e');

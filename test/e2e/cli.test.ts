@@ -2,28 +2,17 @@
  * The built CLI's one-shot commands as a user runs them: exit codes and what they print.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import Docker from 'dockerode';
-import { CLI } from '../helpers/agent-process.js';
+import { runCli } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 
-const run = promisify(execFile);
 const dockerSkip = await requireEngine('docker');
 
-async function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 60_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
+const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, env, 60_000);
 
 const doc = (nodeId: string, workloads: unknown[], generation = 1) => ({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation, workloads });
 

@@ -13,11 +13,12 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { request } from 'node:http';
 import { delimiter, join } from 'node:path';
 
-export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx'] as const;
+export const ENGINE_NAMES = ['docker', 'libvirt', 'prometheus', 'pushgateway', 'nginx', 'postgres', 'chromium', 'systemd'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 
 export interface EngineStatus {
@@ -189,6 +190,38 @@ function libvirtAvailable(): Promise<EngineStatus> {
   });
 }
 
+/** The testbed cluster's URL (scripts/testbed/postgres.sh writes it), or PERSYS_POSTGRES_URL. */
+export async function postgresUrl(): Promise<string | undefined> {
+  const fromEnv = process.env.PERSYS_POSTGRES_URL;
+  if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
+  const file = join(process.env.PERSYS_TESTBED_DIR ?? '/var/tmp/persys-testbed', 'postgres.url');
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+async function postgresAvailable(): Promise<EngineStatus> {
+  const url = await postgresUrl();
+  if (url === undefined) return { ok: false, reason: 'no PostgreSQL URL (run scripts/testbed/postgres.sh as root, or set PERSYS_POSTGRES_URL)' };
+  const u = new URL(url);
+  const port = Number(u.port || 5432);
+  return new Promise<EngineStatus>((resolve) => {
+    const socket = connect({ host: u.hostname, port, timeout: PING_TIMEOUT_MS });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve({ ok: true, reason: `PostgreSQL answers on ${u.hostname}:${port}` });
+    });
+    const fail = (why: string) => {
+      socket.destroy();
+      resolve({ ok: false, reason: `PostgreSQL on ${u.hostname}:${port}: ${why} (run scripts/testbed/postgres.sh as root)` });
+    };
+    socket.once('timeout', () => fail('no answer'));
+    socket.once('error', (err) => fail(err.message));
+  });
+}
+
 /** Probes one engine; never throws. */
 export async function engineAvailable(name: EngineName): Promise<EngineStatus> {
   switch (name) {
@@ -202,6 +235,12 @@ export async function engineAvailable(name: EngineName): Promise<EngineStatus> {
       return binaryAvailable('prometheus-pushgateway', 'prometheus.sh');
     case 'nginx':
       return binaryAvailable('nginx', 'nginx.sh');
+    case 'postgres':
+      return postgresAvailable();
+    case 'chromium':
+      return binaryAvailable('chromium', 'chromium.sh');
+    case 'systemd':
+      return (await import('./systemd-container.js')).systemdTestbedAvailable();
   }
 }
 

@@ -64,8 +64,9 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     retry: { maxAttempts: 3, initialDelaySeconds: 0.05, maxDelaySeconds: 0.2, multiplier: 2 },
     reconcile: { ...config.reconcile, stuckSeconds: 60 },
     // MOUNT_FAILED needs a host path to reach the engine; POLICY_DENIED tests override this.
-    policy: { ...config.policy, allowHostPaths: true },
     ...(opts.config as Partial<Config> | undefined),
+    // Merged, not replaced: a test's policy overrides name only the keys they change.
+    policy: { ...config.policy, allowHostPaths: true, ...(opts.config as Partial<Config> | undefined)?.policy },
   };
   const logger = silentLogger();
   const store = await Store.open(join(dir, 'state'), logger, { fsync: false });

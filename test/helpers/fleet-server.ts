@@ -36,8 +36,10 @@ export interface FleetServerTls {
 export interface FleetServerOptions {
   /** TLS material, or null for plain http (loopback only, like everything here). */
   tls: FleetServerTls | null;
-  /** Port on 127.0.0.1; 0 (default) picks a free one. */
+  /** Port on `host`; 0 (default) picks a free one. */
   port?: number;
+  /** Loopback address to listen on (default 127.0.0.1; 127.0.0.2 plays "another host" in redirect tests). */
+  host?: string;
   /** When set, every request must carry `Authorization: Bearer <token>` (else 401). */
   requireToken?: string;
   /** Upper bound of a long-poll hold, whatever the client asks. Default 300 s. */
@@ -53,6 +55,8 @@ export type DocumentFault =
       body?: string;
       /** Send the body without Content-Length (chunked), e.g. to test a streaming size cap. */
       chunked?: boolean;
+      /** Location header (a redirect with a 3xx status). */
+      location?: string;
     }
   | { invalidJson: true };
 
@@ -270,6 +274,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
       }
       const headers: Record<string, string> = { 'content-type': 'text/plain' };
       if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
+      if (fault.location !== undefined) headers.location = fault.location;
       send(res, fault.status, headers, fault.body ?? `fault ${fault.status}\n`, fault.chunked === true);
       return;
     }
@@ -380,16 +385,18 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
       handler,
     );
   }
-  // Tests only ever talk to 127.0.0.1.
+  // Tests only ever talk to loopback.
+  const host = opts.host ?? '127.0.0.1';
+  if (!host.startsWith('127.')) throw new Error(`startFleetServer: ${host} is not a loopback address`);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+    server.listen(opts.port ?? 0, host, () => {
       server.off('error', reject);
       resolve();
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const origin = `${opts.tls === null ? 'http' : 'https'}://127.0.0.1:${port}`;
+  const origin = `${opts.tls === null ? 'http' : 'https'}://${host}:${port}`;
 
   function waitFor<T>(event: 'report' | 'request', check: () => T | undefined, timeoutMs: number, what: () => string): Promise<T> {
     const now = check();

@@ -83,14 +83,17 @@ export interface PrometheusServer {
   stop(): Promise<void>;
 }
 
-/** Starts `prometheus` scraping `targets` every `scrapeIntervalSeconds` (job "persys"). */
-export async function startPrometheus(opts: { dir: string; targets: string[]; scrapeIntervalSeconds?: number }): Promise<PrometheusServer> {
+/**
+ * Starts `prometheus` scraping `targets` every `scrapeIntervalSeconds` (job "persys"), or with the
+ * given configuration file text (`configYaml`; `targets` are then ignored).
+ */
+export async function startPrometheus(opts: { dir: string; targets: string[]; scrapeIntervalSeconds?: number; configYaml?: string }): Promise<PrometheusServer> {
   const interval = `${opts.scrapeIntervalSeconds ?? 1}s`;
   await mkdir(join(opts.dir, 'tsdb'), { recursive: true });
   const config = join(opts.dir, 'prometheus.yml');
   await writeFile(
     config,
-    [
+    opts.configYaml ?? [
       'global:',
       `  scrape_interval: ${interval}`,
       `  evaluation_interval: ${interval}`,
@@ -140,7 +143,11 @@ export interface Pushgateway {
 /** Starts `prometheus-pushgateway` on a free loopback port (in-memory only: no persistence file). */
 export async function startPushgateway(): Promise<Pushgateway> {
   const port = await freePort();
-  const child = spawn('prometheus-pushgateway', [`--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Debian's build defaults --persistence.file to /var/lib/prometheus/pushgateway.data: without an
+  // empty one, every test gateway would load (and rewrite) the groups of every earlier run.
+  const child = spawn('prometheus-pushgateway', [`--web.listen-address=127.0.0.1:${port}`, '--persistence.file=', '--log.level=warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const proc = new OwnedProcess(child, 'pushgateway');
   const url = `http://127.0.0.1:${port}`;
   try {
@@ -159,12 +166,17 @@ export async function startPushgateway(): Promise<Pushgateway> {
 
 /** Runs `promtool check metrics` on `text`; resolves with its exit code and output. */
 export function promtoolCheckMetrics(text: string): Promise<{ code: number | null; output: string }> {
+  return promtool(['check', 'metrics'], { input: text });
+}
+
+/** Runs promtool with `args` (stdin `input`, in `cwd`), bounded to 60 s; resolves with its exit code and output. */
+export function promtool(args: string[], opts: { input?: string; cwd?: string } = {}): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('promtool', args, { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
     let output = '';
     child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
     child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
@@ -173,6 +185,6 @@ export function promtoolCheckMetrics(text: string): Promise<{ code: number | nul
       clearTimeout(timer);
       resolve({ code, output });
     });
-    child.stdin.end(text);
+    child.stdin.end(opts.input ?? '');
   });
 }

@@ -86,7 +86,8 @@ export async function makeThrowawayCa(dir: string, name = 'persys-test'): Promis
       'basicConstraints=critical,CA:FALSE',
       'keyUsage=critical,digitalSignature,keyEncipherment',
       'extendedKeyUsage=serverAuth',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1',
+      // 127.0.0.2: a second loopback "host" for redirect tests (another origin, still loopback).
+      'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:127.0.0.2,IP:::1',
       'authorityKeyIdentifier=keyid',
       '',
     ].join('\n'),

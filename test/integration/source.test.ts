@@ -164,7 +164,7 @@ describe('DesiredStateSource over HTTPS', { skip, timeout: 120_000 }, () => {
     const started = Date.now();
     const r = await source.pull(pullOpts(node, { currentEtag: etag, storedGeneration: 1, waitSeconds: 1 }));
     const took = Date.now() - started;
-    assert.deepEqual(r, { kind: 'not-modified' });
+    assert.deepEqual(r, { kind: 'not-modified', waitApplied: 1 }, 'a held answer says so (Preference-Applied)');
     assert.ok(took >= 900 && took < 5000, `held ${took} ms`);
     assert.equal(calls.n, 0);
   });
@@ -469,7 +469,7 @@ describe('SourcePoller', { skip, timeout: 120_000 }, () => {
       await new Promise((r) => setTimeout(r, 1100)); // held for more than a second
       fleet.setDocument(node, doc(node, 2));
       await waitUntil(() => h.stored.generation === 2, 5000, 'generation 2');
-      // Held >= 1 s, so the poller re-issued the long-poll at once, without a trigger.
+      // The answer carried Preference-Applied, so the poller re-issued the long-poll at once, without a trigger.
       await waitUntil(() => fleet.heldRequests() === 1, 5000, 'the next held long-poll');
       await new Promise((r) => setTimeout(r, 1100));
       fleet.setDocument(node, doc(node, 3));

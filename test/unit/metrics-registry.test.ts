@@ -120,7 +120,7 @@ describe('agent metrics registry', () => {
       }
     }
     const info = families.get('persys_node_info')!;
-    assert.deepEqual(info.samples[0]?.labels, { node_id: 'edge-7', hostname: 'h' });
+    assert.deepEqual(info.samples[0]?.labels, { node_id: 'edge-7', hostname: 'h', host_id: '' });
     assert.equal(families.get('persys_build_info')!.samples[0]?.labels.version, '1.2.3');
   });
 
