@@ -1,4 +1,4 @@
-import { policyViolations } from '../../policy/container-policy.js';
+import { vmPolicyViolations } from '../../policy/container-policy.js';
 import { describeSpecChanges, type ChangeWording } from '../canonical-json.js';
 import { newestMatching } from '../observed.js';
 import type { TypeDescriptor } from '../runtime.js';
@@ -26,7 +26,7 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   stopTimeoutSeconds: () => undefined,
   // A VM that is shut off while desired running is started again: a guest has no restart policy of ours.
   staysDown: () => undefined,
-  policy: (w, policy) => policyViolations(w, policy),
+  policy: (w, policy) => vmPolicyViolations(w, policy),
   primary: newestMatching,
   report: vmReportBlock,
   capabilities: { exitEvidence: false, engineRestarts: false },
