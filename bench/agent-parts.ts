@@ -49,7 +49,7 @@ export async function openAgentParts(o: PartsOptions): Promise<AgentParts> {
   }
   await store.flush();
   const runtime = new DockerRuntime({ socketPath: config.docker.socketPath, nodeId: o.nodeId, namePrefix: config.docker.namePrefix, logger: o.logger });
-  const runtimesByType = new Map(runtime.types.map((t) => [t, runtime] as const));
+  const runtimesByType = new Map(runtime.types.map((t) => [t.type, runtime] as const));
   const executor = new Executor({ nodeId: o.nodeId, runtimes: runtimesByType, store, config, logger: o.logger });
   const loop = new ReconcileLoop({ store, runtimes: [runtime], executor, logger: o.logger });
   return {

@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 
-import { canonicalContainerSpec, hashCanonical } from '../src/reconcile/canonical.js';
+import { hashCanonical } from '../src/reconcile/canonical.js';
+import { canonicalContainerSpec } from '../src/runtimes/docker/canonical.js';
 import { plan, type PlanInput } from '../src/reconcile/planner.js';
 import { retryResetKey } from '../src/reconcile/records.js';
 import type { ObservedWorkload } from '../src/runtimes/runtime.js';

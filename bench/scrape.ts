@@ -15,6 +15,7 @@ import { createAgentMetrics } from '../src/metrics/registry.js';
 import { startMetricsServer } from '../src/metrics/server.js';
 import { RuntimeHealthBoard, WorkloadStatsCollector } from '../src/metrics/workload-stats.js';
 import type { Runtime, RuntimeHealth, WorkloadUsage } from '../src/runtimes/runtime.js';
+import { containerType } from '../src/runtimes/docker/type.js';
 
 const WORKLOADS = 200;
 const WARMUP = 20;
@@ -52,7 +53,7 @@ function spiedRuntime(): { runtime: Runtime; calls: () => number } {
   const health: RuntimeHealth = { up: true, reason: 'bench', dataRoot: tmpdir() };
   const impl: Partial<Runtime> = {
     name: 'docker',
-    types: ['container'],
+    types: [containerType],
     health: () => Promise.resolve(health),
     observe: () => Promise.resolve([]),
     usage: () => Promise.resolve(Array.from({ length: WORKLOADS }, (_, i) => usageOf(i))),

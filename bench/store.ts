@@ -36,7 +36,7 @@ function realisticRecord(i: number): WorkloadRecord {
       message: `Get "https://registry.example/v2/app/manifests/1.${k}": dial tcp 10.0.0.${k}:443: i/o timeout`,
       attempt: k + 1,
     })),
-    container: {
+    evidence: {
       exitCode: i % 7 === 0 ? 1 : null,
       oomKilled: false,
       restartCount: i % 3,

@@ -23,14 +23,12 @@ import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
-import type { LibvirtRuntime } from './runtimes/libvirt/libvirt-runtime.js';
-import { storeVmSecrets } from './runtimes/libvirt/secrets.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { acquireStateDirLock } from './store/lock.js';
+import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
 import { Store } from './store/store.js';
 import { SystemdNotifier } from './systemd/notify.js';
-import { configurePolicyContext } from './policy/container-policy.js';
 import { createSyncClients } from './sync/sync-clients.js';
 import { registerExpiryMetrics } from './trust/expiry-metrics.js';
 import { trustSettingsFrom } from './trust/settings.js';
@@ -64,7 +62,10 @@ export class Agent {
   private reporter!: StatusReporter;
   private store!: Store;
   private runtimes: Runtime[] = [];
-  private libvirt: LibvirtRuntime | undefined;
+  /** Runtimes this agent knows but did not build (disabled by config), for status and /readyz. */
+  private absentRuntimes: { name: string; reason: string }[] = [];
+  /** The runtime of each workload type it owns. */
+  private runtimeOf = new Map<string, Runtime>();
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
@@ -111,15 +112,12 @@ export class Agent {
     if (this.store.data.nodeId !== this.nodeId) this.store.update((d) => void (d.nodeId = this.nodeId));
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
-    configurePolicyContext(config);
-    const built = createRuntimes(config, {
-      nodeId: this.nodeId,
-      stateDir,
-      logger,
-      libvirt: { secrets: storeVmSecrets(this.store), onVmChange: () => this.reporter?.markDirty() },
-    });
+    // createRuntimes also gives the host policy the facts of this host (state dir, engine sockets).
+    const built = createRuntimes(config, { nodeId: this.nodeId, stateDir, logger, onChange: () => this.reporter?.markDirty() });
     this.runtimes = built.runtimes;
-    this.libvirt = built.libvirt;
+    this.absentRuntimes = built.absent;
+    // State files of agents before runtime contract v2: moved into the records' generic fields once.
+    if (hasLegacyRuntimeFacts(this.store.data)) this.store.update((d) => void (moveLegacySecrets(d), moveLegacyEvidence(d)));
     this.closers.push(async () => {
       for (const rt of this.runtimes) await rt.close?.();
     });
@@ -140,8 +138,11 @@ export class Agent {
         host: new HostCollector({
           filesystems: () => {
             const fs = [{ purpose: 'state', path: stateDir }];
-            const dockerRoot = this.health.get('docker')?.dataRoot;
-            if (dockerRoot) fs.push({ purpose: 'docker', path: dockerRoot });
+            // Where each engine keeps its data (images, disks), under the runtime's name.
+            for (const rt of this.runtimes) {
+              const root = this.health.get(rt.name)?.dataRoot;
+              if (root && !fs.some((f) => f.path === root)) fs.push({ purpose: rt.name, path: root });
+            }
             return fs;
           },
         }),
@@ -149,9 +150,9 @@ export class Agent {
     );
     registerExpiryMetrics(this.metrics.registry, () => this.store.data.desired?.document.expiresAt);
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
-    const runtimesByType = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t, rt] as const)));
+    this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
-    const executor = new Executor({ nodeId: this.nodeId, runtimes: runtimesByType, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
+    const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
     this.executor = executor;
     this.runtimeLog = new RuntimeAvailabilityLog(logger);
     this.loop = new ReconcileLoop({
@@ -159,6 +160,7 @@ export class Agent {
       runtimes: this.runtimes,
       executor,
       logger,
+      policy: config.policy,
       onRecordChange: markDirty,
       onCycle: (s) => {
         this.recordCycleMetrics(s);
@@ -376,20 +378,16 @@ export class Agent {
 
   private readiness() {
     const { config } = this.opts;
-    const present = new Set(this.runtimes.map((rt) => rt.name));
-    const absent = (['docker', 'libvirt'] as const)
-      .filter((n) => !present.has(n))
-      .map((name) => ({ name, reason: config[name].enabled ? `no ${name} runtime in this agent version` : 'disabled by config' }));
     return computeReadiness({
       now: Date.now(),
       store: { writable: this.store.writable },
-      // Docker is the node's primary runtime; libvirt only counts once a VM is desired.
+      // The node's primary runtime always counts; the others once a workload of theirs is desired.
       runtimes: this.runtimes.map((rt) => ({
         name: rt.name,
         health: this.health.get(rt.name),
-        required: rt.name === 'docker' || (this.store.data.desired?.document.workloads.some((w) => rt.types.includes(w.type)) ?? false),
+        required: rt.primary === true || (this.store.data.desired?.document.workloads.some((w) => this.runtimeOf.get(w.type) === rt) ?? false),
       })),
-      absentRuntimes: absent,
+      absentRuntimes: this.absentRuntimes,
       lastPullSuccessAt: this.store.data.sync.lastSuccessAt,
       lastPullError: this.store.data.sync.lastError,
       pollIntervalSeconds: config.source.pollIntervalSeconds,
@@ -401,11 +399,11 @@ export class Agent {
     const view = this.loop.lastCycle?.view;
     const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
-    if (!this.opts.config.docker.enabled) runtimes.docker = 'down: disabled by config';
-    runtimes.libvirt ??= this.opts.config.libvirt.enabled ? 'down: libvirt runtime not available in this agent version' : 'down: disabled by config';
-    const capacity = view?.health.get('docker')?.capacity ?? view?.health.get('libvirt')?.capacity;
+    for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;
+    // The first runtime (the primary) that tells the host's capacity.
+    const capacity = this.runtimes.map((rt) => view?.health.get(rt.name)?.capacity).find((c) => c !== undefined);
     return buildStatusReport({
-      vm: (id) => this.libvirt?.vmStatus(id),
+      live: (type, id, state) => this.runtimeOf.get(type)?.live?.(id, state),
       nodeId: this.nodeId,
       seq,
       agentVersion: AGENT_VERSION,

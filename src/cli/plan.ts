@@ -68,13 +68,20 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const view = await observeRuntimes(runtimes, AbortSignal.timeout(30_000));
   for (const rt of runtimes) await rt.close?.();
   const records = await readStoreReadOnly(stateDir);
-  const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, now: new Date() });
+  const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now: new Date() });
 
   configurePolicyContext(config);
   const denied = policyDenials(v.value.workloads, config);
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
   if (args.options.json) {
-    const steps = p.steps.map((s) => ({ kind: s.kind, workloadId: s.workloadId, reason: s.reason, ...(s.until ? { until: s.until } : {}) }));
+    const steps = p.steps.map((s) => ({
+      kind: s.kind,
+      target: s.target,
+      workloadId: s.workloadId,
+      reason: s.reason,
+      ...(s.kind === 'wait' ? { until: s.until } : {}),
+      ...(s.kind === 'deny' ? { code: s.code, violations: s.violations } : {}),
+    }));
     io.stdout.write(
       JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, steps, unavailable: p.unavailable, forget: p.forget, denied, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
     );

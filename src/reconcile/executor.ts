@@ -1,11 +1,10 @@
 import type { Logger } from '../log.js';
 import type { Config } from '../config/schema.js';
 import { toWorkloadError, WorkloadError } from '../errors/index.js';
-import type { ApplyContext, ObservedWorkload, Runtime } from '../runtimes/runtime.js';
-import type { Workload, WorkloadType } from '../spec/desired-state.js';
+import { BUILTIN_TYPES, type TypeRegistry } from '../runtimes/registry.js';
+import type { ApplyContext, CreatedWorkload, ObservedWorkload, Runtime, TypeDescriptor, WorkloadBase } from '../runtimes/runtime.js';
 import type { Store } from '../store/store.js';
 import type { WorkloadRecord } from '../store/types.js';
-import { canonicalSpec } from './canonical.js';
 import { sleep } from '../util/backoff.js';
 import { canTransition } from './phases.js';
 import {
@@ -14,19 +13,19 @@ import {
   retryBudget,
   retryResetKey,
   withFailure,
+  withFailureEntry,
   withObserved,
   withPhase,
   withResetKey,
   withSuccess,
 } from './records.js';
-import type { Step, StepKind } from './steps.js';
+import type { DesiredStep, Step, StepKind, StepOf } from './steps.js';
 import { abortReason, raceAbort } from '../util/abort.js';
-import { assertPolicy } from '../policy/container-policy.js';
 import { ProgressWatchdog } from './progress-watchdog.js';
 
 /**
  * Test-only hooks, read from the environment (the config loader lets PERSYS_TEST_* through):
- *   PERSYS_TEST_PAUSE_AFTER_CREATE_MS  pause between a container's create and its start, so a test can
+ *   PERSYS_TEST_PAUSE_AFTER_CREATE_MS  pause between a workload's create and its start, so a test can
  *                                      SIGKILL the agent there (or let the stuck watchdog fire)
  *   PERSYS_TEST_BACKOFF_RANDOM         a fixed jitter factor in [0, 1] instead of Math.random, so a
  *                                      test knows when the next attempt is due
@@ -40,10 +39,13 @@ function envNumber(name: string): number | undefined {
 
 export interface ExecutorDeps {
   nodeId: string;
-  runtimes: ReadonlyMap<WorkloadType, Runtime>;
+  /** The runtime of each workload type it owns. */
+  runtimes: ReadonlyMap<string, Runtime>;
   store: Store;
-  config: Pick<Config, 'retry' | 'reconcile' | 'policy'>;
+  config: Pick<Config, 'retry' | 'reconcile'>;
   logger: Logger;
+  /** The workload types (default the built-in ones). */
+  types?: TypeRegistry;
   now?: () => Date;
   random?: () => number;
   /** Called after every record change so the reporter can send a fresh snapshot. */
@@ -66,6 +68,7 @@ export interface StepResult {
 
 interface StepContext {
   deps: ExecutorDeps;
+  types: TypeRegistry;
   /** The step's signal: the agent's, plus the stuck watchdog's. */
   signal: AbortSignal;
   now: () => Date;
@@ -74,32 +77,26 @@ interface StepContext {
   progressed: () => void;
 }
 
-type StepExecutor = (step: Step, ctx: StepContext) => Promise<void>;
+type StepExecutor<K extends StepKind> = (step: StepOf<K>, ctx: StepContext) => Promise<void>;
 
 /** Which steps touch the engine; the others only update records. */
-const MUTATING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start', 'stop', 'remove']);
+const MUTATING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start', 'stop', 'remove', 'repair']);
 
 /** Steps that free resources (ports, names, memory) run before steps that claim them. */
 const FIRST_PHASE: ReadonlySet<StepKind> = new Set(['remove', 'stop']);
 
-function runtimeFor(ctx: StepContext, type: WorkloadType): Runtime {
+/** Bound of a cleanup that runs after its step failed (the step's own signal may be spent). */
+const CLEANUP_TIMEOUT_MS = 30_000;
+
+function runtimeFor(ctx: StepContext, type: string): Runtime {
   const rt = ctx.deps.runtimes.get(type);
   if (!rt) throw new WorkloadError('RUNTIME_UNAVAILABLE', `no runtime for workload type ${type} on this host`);
   return rt;
 }
 
-function requireWorkload(step: Step): { w: Workload; specHash: string } {
-  if (!step.workload || !step.specHash) throw new WorkloadError('INTERNAL', `step ${step.kind} for ${step.workloadId} has no workload`);
-  return { w: step.workload, specHash: step.specHash };
+function recordOf(ctx: StepContext, w: WorkloadBase): WorkloadRecord {
+  return ctx.deps.store.getRecord(w.id) ?? newRecord(w, ctx.now());
 }
-
-function recordOf(ctx: StepContext, step: Step): WorkloadRecord {
-  const existing = ctx.deps.store.getRecord(step.workloadId);
-  if (existing) return existing;
-  if (step.workload) return newRecord(step.workload, ctx.now());
-  throw new WorkloadError('INTERNAL', `no record and no workload for ${step.workloadId}`);
-}
-
 
 /**
  * A step whose signal fired (shutdown, or the stuck watchdog took the workload over) writes no more:
@@ -113,19 +110,25 @@ function save(ctx: StepContext, r: WorkloadRecord): void {
 }
 
 /** Fresh record fields that follow the desired workload (revision, desired state, reset key). */
-function syncDesired(r: WorkloadRecord, w: Workload, specHash: string): WorkloadRecord {
+function syncDesired(r: WorkloadRecord, w: WorkloadBase, specHash: string): WorkloadRecord {
   const next = withResetKey(r, retryResetKey(w, specHash));
   return { ...next, revision: w.revision, desiredState: w.desiredState ?? 'running', type: w.type };
 }
 
-function applyContext(ctx: StepContext, specHash: string, onPhase: (p: 'Pulling' | 'Creating' | 'Starting') => void): ApplyContext {
-  return { nodeId: ctx.deps.nodeId, specHash, signal: ctx.signal, progress: onPhase, heartbeat: ctx.progressed };
+function applyContext(ctx: StepContext, step: DesiredStep, rec: WorkloadRecord, onPhase: (p: 'Pulling' | 'Creating' | 'Starting') => void): ApplyContext {
+  return { nodeId: ctx.deps.nodeId, specHash: step.specHash, hashVersion: step.hashVersion, runtimeState: rec.runtimeState, signal: ctx.signal, progress: onPhase, heartbeat: ctx.progressed };
+}
+
+/** The record after a create: the new object's facts, its hash and canonical spec, and the runtime's state. */
+function withCreated(rec: WorkloadRecord, created: CreatedWorkload, step: DesiredStep, d: TypeDescriptor, ctx: StepContext): WorkloadRecord {
+  const next: WorkloadRecord = { ...withObserved(rec, created, d), specHash: step.specHash, lastAttemptHash: step.specHash, appliedSpec: ctx.types.canonical(step.workload) };
+  return created.runtimeState ? { ...next, runtimeState: created.runtimeState } : next;
 }
 
 /** Creates (and starts, when desired running) a workload; on any failure nothing is left behind. */
-async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord): Promise<void> {
-  const { w, specHash } = requireWorkload(step);
-  assertPolicy(w, ctx.deps.config.policy);
+async function createAndStart(ctx: StepContext, step: DesiredStep, base: WorkloadRecord): Promise<void> {
+  const w = step.workload;
+  const d = ctx.types.of(w);
   const rt = runtimeFor(ctx, w.type);
   let rec = base;
   const phase = (p: 'Pulling' | 'Creating' | 'Starting') => {
@@ -137,12 +140,11 @@ async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord
   const progress = (p: 'Pulling' | 'Creating' | 'Starting') => {
     if (canTransition(rec.phase, p)) phase(p);
   };
-  const actx = applyContext(ctx, specHash, progress);
   phase('Pulling');
-  await rt.prepare(w, actx);
+  await rt.prepare(w, applyContext(ctx, step, rec, progress));
   phase('Creating');
-  const created = await rt.create(w, actx);
-  rec = { ...withObserved(rec, created), specHash, lastAttemptHash: specHash, appliedSpec: canonicalSpec(w) };
+  const created = await rt.create(w, applyContext(ctx, step, rec, progress));
+  rec = withCreated(rec, created, step, d, ctx);
   save(ctx, rec);
   if (ctx.pauseAfterCreateMs > 0) {
     ctx.deps.logger.warn({ workloadId: w.id, runtimeId: created.runtimeId, pauseMs: ctx.pauseAfterCreateMs }, 'test hook: pausing between create and start');
@@ -154,8 +156,8 @@ async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord
     try {
       await rt.start(created, ctx.signal);
     } catch (err) {
-      // A created-but-unstarted container would be a ghost: remove it, keep the start error.
-      await rt.remove(created, AbortSignal.timeout(30_000)).catch((cleanupErr: unknown) => {
+      // A created-but-unstarted object would be a ghost: remove it, keep the start error.
+      await rt.remove(created, AbortSignal.timeout(CLEANUP_TIMEOUT_MS), 'cleanup-after-failed-start').catch((cleanupErr: unknown) => {
         ctx.deps.logger.warn({ workloadId: w.id, err: String(cleanupErr) }, 'cleanup after failed start failed');
       });
       rec = { ...rec, runtimeId: undefined, actualState: 'missing' };
@@ -170,66 +172,72 @@ async function createAndStart(ctx: StepContext, step: Step, base: WorkloadRecord
   }
 }
 
-function requireObserved(step: Step): ObservedWorkload {
-  if (!step.observed) throw new WorkloadError('INTERNAL', `step ${step.kind} for ${step.workloadId} has no engine object`);
-  return step.observed;
+/** Replaces an engine object: the new spec's inputs first (the old one still serves), then stop, remove, create. */
+async function replace(ctx: StepContext, step: StepOf<'recreate'> | StepOf<'repair'>, rec0: WorkloadRecord): Promise<WorkloadRecord> {
+  const w = step.workload;
+  const d = ctx.types.of(w);
+  const rt = runtimeFor(ctx, w.type);
+  let rec = rec0;
+  // Pull the new image while the old object still serves: the outage is stop+create+start only.
+  rec = withPhase(rec, 'Pulling', step.reason, ctx.now());
+  save(ctx, rec);
+  await rt.prepare(w, applyContext(ctx, step, rec, () => undefined));
+  rec = withPhase(rec, 'Removing', step.reason, ctx.now());
+  save(ctx, rec);
+  await rt.stop(step.observed, ctx.signal, d.stopTimeoutSeconds(w));
+  await rt.remove(step.observed, ctx.signal, 'replace');
+  return { ...rec, runtimeId: undefined, actualState: 'missing' };
 }
 
 /** One executor per step kind: a new kind without an executor does not compile. */
-const EXECUTORS: Record<StepKind, StepExecutor> = {
+const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
   async create(step, ctx) {
-    const { w, specHash } = requireWorkload(step);
-    await createAndStart(ctx, step, syncDesired(recordOf(ctx, step), w, specHash));
+    await createAndStart(ctx, step, syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash));
   },
 
   async recreate(step, ctx) {
-    const { w, specHash } = requireWorkload(step);
-    const old = requireObserved(step);
-    // Denied before the old container is touched: a forbidden new spec must not cost the running one.
-    assertPolicy(w, ctx.deps.config.policy);
-    const rt = runtimeFor(ctx, w.type);
-    let rec = syncDesired(recordOf(ctx, step), w, specHash);
-    // Pull the new image while the old container still serves: the outage is stop+create+start only.
-    rec = withPhase(rec, 'Pulling', step.reason, ctx.now());
-    save(ctx, rec);
-    await rt.prepare(w, applyContext(ctx, specHash, () => undefined));
-    rec = withPhase(rec, 'Removing', step.reason, ctx.now());
-    save(ctx, rec);
-    await rt.stop(old, ctx.signal, w.type === 'container' ? w.spec.stopTimeoutSeconds : undefined);
-    await rt.remove(old, ctx.signal);
-    rec = { ...rec, runtimeId: undefined, actualState: 'missing' };
+    const rec = await replace(ctx, step, syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash));
+    await createAndStart(ctx, step, rec);
+  },
+
+  async repair(step, ctx) {
+    const w = step.workload;
+    // The odd state is history once repaired: it stays in the failures with its code.
+    let rec = syncDesired(recordOf(ctx, w), w, step.specHash);
+    rec = { ...rec, failures: withFailureEntry(rec.failures, { at: ctx.now().toISOString(), code: 'STUCK', message: step.problem }) };
+    if (rec.engineState) {
+      const { engineState: _gone, ...rest } = rec;
+      rec = rest;
+    }
+    rec = await replace(ctx, step, rec);
     await createAndStart(ctx, step, rec);
   },
 
   async start(step, ctx) {
-    const o = requireObserved(step);
+    const o = step.observed;
     const rt = runtimeFor(ctx, o.type);
-    let rec = recordOf(ctx, step);
-    if (step.workload && step.specHash) rec = syncDesired(rec, step.workload, step.specHash);
+    const rec = syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash);
     save(ctx, withPhase(rec, 'Starting', step.reason, ctx.now()));
     await rt.start(o, ctx.signal);
-    save(ctx, withSuccess({ ...recordOf(ctx, step), actualState: 'running', runtimeId: o.runtimeId }, 'Running', '', ctx.now()));
+    save(ctx, withSuccess({ ...recordOf(ctx, step.workload), actualState: 'running', runtimeId: o.runtimeId }, 'Running', '', ctx.now()));
   },
 
   async stop(step, ctx) {
-    const o = requireObserved(step);
+    const o = step.observed;
     const rt = runtimeFor(ctx, o.type);
-    let rec = recordOf(ctx, step);
-    if (step.workload && step.specHash) rec = syncDesired(rec, step.workload, step.specHash);
-    save(ctx, rec);
-    const timeout = step.workload?.type === 'container' ? step.workload.spec.stopTimeoutSeconds : undefined;
-    await rt.stop(o, ctx.signal, timeout);
-    save(ctx, withSuccess({ ...recordOf(ctx, step), actualState: 'exited', runtimeId: o.runtimeId }, 'Stopped', '', ctx.now()));
+    save(ctx, syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash));
+    await rt.stop(o, ctx.signal, ctx.types.of(step.workload).stopTimeoutSeconds(step.workload));
+    save(ctx, withSuccess({ ...recordOf(ctx, step.workload), actualState: 'exited', runtimeId: o.runtimeId }, 'Stopped', '', ctx.now()));
   },
 
   async remove(step, ctx) {
-    const o = requireObserved(step);
+    const o = step.observed;
     const rt = runtimeFor(ctx, o.type);
     const existing = ctx.deps.store.getRecord(step.workloadId);
     const orphan = !step.workload;
     if (existing && orphan) save(ctx, withPhase(existing, 'Removing', step.reason, ctx.now()));
     await rt.stop(o, ctx.signal).catch(() => undefined);
-    await rt.remove(o, ctx.signal);
+    await rt.remove(o, ctx.signal, step.why);
     if (orphan) {
       ctx.deps.store.deleteRecord(step.workloadId);
       ctx.deps.onRecordChange?.();
@@ -244,17 +252,31 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
   },
 
   async adopt(step, ctx) {
-    const { w, specHash } = requireWorkload(step);
-    const o = requireObserved(step);
-    let rec = syncDesired(recordOf(ctx, step), w, specHash);
-    rec = { ...withObserved(rec, o), specHash, appliedSpec: canonicalSpec(w) };
+    const w = step.workload;
+    const o = step.observed;
+    let rec = syncDesired(recordOf(ctx, w), w, step.specHash);
+    rec = { ...withObserved(rec, o, ctx.types.of(w)), specHash: step.specHash, appliedSpec: ctx.types.canonical(w) };
     const settled = phaseFromObserved(o, w.desiredState ?? 'running', ctx.now());
     save(ctx, withSuccess({ ...rec, actualState: settled.actual }, settled.phase, settled.message, ctx.now()));
   },
 
   async wait(step, ctx) {
-    const rec = ctx.deps.store.getRecord(step.workloadId);
-    if (rec && rec.phase !== 'BackingOff') save(ctx, withPhase(rec, 'BackingOff', step.reason, ctx.now()));
+    const existing = ctx.deps.store.getRecord(step.workloadId);
+    if (step.engineState !== undefined && step.observed) {
+      // An odd engine state: remember since when, so the wait is bounded across cycles and restarts.
+      const rec = existing ?? newRecord(step.workload, ctx.now());
+      const engineState = { runtimeId: step.observed.runtimeId, state: step.engineState, since: step.since ?? ctx.now().toISOString() };
+      const seen = rec.engineState;
+      if (seen && seen.runtimeId === engineState.runtimeId && seen.state === engineState.state) return;
+      save(ctx, { ...rec, actualState: step.observed.state, runtimeId: step.observed.runtimeId, engineState, message: step.reason, updatedAt: ctx.now().toISOString() });
+      return;
+    }
+    if (existing && existing.phase !== 'BackingOff') save(ctx, withPhase(existing, 'BackingOff', step.reason, ctx.now()));
+  },
+
+  async deny(step) {
+    // Decided by the planner: recorded as a terminal failure, nothing touches an engine.
+    throw new WorkloadError(step.code, step.violations.join('; '), { details: { violations: step.violations.length } });
   },
 
   async noop() {
@@ -262,8 +284,13 @@ const EXECUTORS: Record<StepKind, StepExecutor> = {
   },
 };
 
+/** Runs a step through its kind's executor; the map's type pairs each kind with its own step type. */
+function execute<K extends StepKind>(step: StepOf<K>, ctx: StepContext): Promise<void> {
+  return (EXECUTORS[step.kind] as StepExecutor<K>)(step, ctx);
+}
+
 /** Steps whose object the stuck watchdog may stop and start again. */
-const APPLYING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start']);
+const APPLYING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start', 'repair']);
 
 /** The stuck watchdog's signal reason: tells a stuck step from a shutdown. */
 class StuckAbort extends Error {
@@ -279,6 +306,7 @@ export class Executor {
   private readonly now: () => Date;
   private readonly random: (() => number) | undefined;
   private readonly pauseAfterCreateMs: number;
+  private readonly types: TypeRegistry;
   /** Workloads with a step in flight, and since when (for status and the stuck watchdog). */
   readonly inFlight = new Map<string, { kind: StepKind; since: number }>();
   /** Step work still going, also after its step was abandoned (abort, stuck): the drain waits for it. */
@@ -286,6 +314,7 @@ export class Executor {
 
   constructor(private readonly deps: ExecutorDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.types = deps.types ?? BUILTIN_TYPES;
     const fixed = envNumber('PERSYS_TEST_BACKOFF_RANDOM');
     this.random = deps.random ?? (fixed !== undefined ? () => Math.min(1, Math.max(0, fixed)) : undefined);
     this.pauseAfterCreateMs = deps.pauseAfterCreateMs ?? envNumber('PERSYS_TEST_PAUSE_AFTER_CREATE_MS') ?? 0;
@@ -344,11 +373,11 @@ export class Executor {
     // The cycle's signal stops new steps; a running one is aborted by abortSteps when there is one.
     const hard = this.deps.abortSteps ?? signal;
     const stepSignal = AbortSignal.any([hard, watchdog.signal]);
-    const ctx: StepContext = { deps: this.deps, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs, progressed: () => watchdog.touch() };
+    const ctx: StepContext = { deps: this.deps, types: this.types, signal: stepSignal, now: this.now, pauseAfterCreateMs: this.pauseAfterCreateMs, progressed: () => watchdog.touch() };
     const started = performance.now();
     this.inFlight.set(step.workloadId, { kind: step.kind, since: Date.now() });
     try {
-      const work = EXECUTORS[step.kind](step, ctx);
+      const work = execute(step, ctx);
       this.working.add(work);
       void work.then(
         () => this.working.delete(work),
@@ -389,7 +418,7 @@ export class Executor {
     const what = `stuck in ${stuckIn} for ${seconds} s during ${step.kind}`;
     logger.warn({ workloadId: step.workloadId, step: step.kind, phase: stuckIn, seconds }, `${step.workloadId} ${what}; recovering`);
     const rt = w ? this.deps.runtimes.get(w.type) : undefined;
-    if (!w || !step.specHash || !rt || !APPLYING.has(step.kind)) {
+    if (!w || step.kind === 'remove' || !rt || !APPLYING.has(step.kind)) {
       const err = new WorkloadError('STUCK', `${what}; the step was abandoned`);
       this.recordFailure(step, err);
       return err;
@@ -407,7 +436,7 @@ export class Executor {
       this.recordFailure(step, err);
       return err;
     }
-    const timeout = w.type === 'container' ? (w.spec.stopTimeoutSeconds ?? 10) : undefined;
+    const timeout = this.types.of(w).stopTimeoutSeconds(w);
     try {
       let rec = syncDesired(store.getRecord(w.id) ?? newRecord(w, this.now()), w, step.specHash);
       if (!canTransition(rec.phase, 'Starting')) rec = withPhase(rec, 'Pending', what, this.now());
@@ -420,7 +449,7 @@ export class Executor {
         throw new WorkloadError('STUCK', `after the restart the engine reports it ${now?.state ?? 'gone'}`);
       }
       const settled = now ? phaseFromObserved(now, w.desiredState ?? 'running', this.now()) : { phase: 'Stopped' as const, actual: 'exited' as const, message: '' };
-      rec = { ...withObserved({ ...rec, specHash: step.specHash, appliedSpec: canonicalSpec(w) }, now ?? target), actualState: settled.actual };
+      rec = { ...withObserved({ ...rec, specHash: step.specHash, appliedSpec: this.types.canonical(w) }, now ?? target, this.types.of(w)), actualState: settled.actual };
       store.setRecord(withSuccess(rec, settled.phase, `recovered: ${what}; stopped and started again`, this.now()));
       this.deps.onRecordChange?.();
       logger.info({ workloadId: w.id }, `${w.id} recovered after being ${what}`);
@@ -428,7 +457,7 @@ export class Executor {
     } catch (raw) {
       const cause = toWorkloadError(raw);
       for (const o of own) {
-        await rt.remove(o, AbortSignal.timeout(30_000)).catch((e: unknown) => {
+        await rt.remove(o, AbortSignal.timeout(CLEANUP_TIMEOUT_MS), 'cleanup-after-failed-start').catch((e: unknown) => {
           logger.warn({ workloadId: w.id, err: toWorkloadError(e).message }, 'could not remove a stuck workload');
         });
       }
@@ -450,7 +479,7 @@ export class Executor {
     // Removing an engine object of a desired workload (type change, cleanup after a terminal
     // failure) is retried by the next cycle; it is not an attempt at the workload, so it does not
     // spend the budget or replace the workload's own error.
-    if (!w || !step.specHash || step.kind === 'remove') {
+    if (!w || step.kind === 'remove') {
       logger.warn({ workloadId: step.workloadId, step: step.kind, code: err.code, err: err.message }, `${step.kind} ${step.workloadId} failed`);
       return;
     }

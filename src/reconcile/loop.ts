@@ -1,38 +1,24 @@
 import type { Logger } from '../log.js';
-import { WorkloadError } from '../errors/index.js';
-import type { ObservedWorkload, Runtime, RuntimeEvent, RuntimeHealth, RuntimeName } from '../runtimes/runtime.js';
-import { WORKLOAD_TYPES, type WorkloadType } from '../spec/desired-state.js';
+import { BUILTIN_TYPES, type TypeRegistry } from '../runtimes/registry.js';
+import type { HostPolicy, ObservedWorkload, Runtime, RuntimeEvent, RuntimeHealth, RuntimeName } from '../runtimes/runtime.js';
 import type { Store } from '../store/store.js';
 import type { WorkloadRecord } from '../store/types.js';
 import { Executor, type StepResult } from './executor.js';
 import { plan, type Plan } from './planner.js';
-import {
-  boundedSummary,
-  capLogTail,
-  exitError,
-  isCrashLooping,
-  LOG_TAIL_LINES,
-  newRecord,
-  phaseFromObserved,
-  retryResetKey,
-  withFailureEntry,
-  withInterrupted,
-  withObserved,
-  withPhase,
-  withResetKey,
-  withRetryRequested,
-} from './records.js';
+import { isCrashLooping, LOG_TAIL_LINES, withInterrupted, withRetryRequested } from './records.js';
 import { SingleFlight } from './single-flight.js';
-import type { Step } from './steps.js';
+import type { Step, StepKind } from './steps.js';
+import { settleRecords } from './transitions.js';
 
 export interface RuntimeView {
   /** "up" or "down: <reason>" per runtime name, for the status report. */
   status: Record<string, string>;
   health: Map<RuntimeName, RuntimeHealth>;
   observed: ObservedWorkload[];
-  runtimeUp: Record<WorkloadType, boolean>;
+  /** Per workload type: whether its runtime answered. */
+  runtimeUp: Record<string, boolean>;
   /** Why a type cannot run here, for RUNTIME_UNAVAILABLE. */
-  downReason: Partial<Record<WorkloadType, string>>;
+  downReason: Record<string, string>;
 }
 
 export interface CycleSummary {
@@ -47,21 +33,22 @@ export interface LoopDeps {
   runtimes: readonly Runtime[];
   executor: Executor;
   logger: Logger;
+  /** The workload types (default the built-in ones). */
+  types?: TypeRegistry;
+  /** The host policy the planner applies (default the secure defaults). */
+  policy?: HostPolicy;
   now?: () => Date;
   onRecordChange?: () => void;
   onCycle?: (s: CycleSummary) => void;
 }
 
 /** Asks every runtime for its health and what it owns, one engine call each; a failing runtime only blinds its own types. */
-export async function observeRuntimes(runtimes: readonly Runtime[], signal?: AbortSignal): Promise<RuntimeView> {
-  const view: RuntimeView = {
-    status: {},
-    health: new Map(),
-    observed: [],
-    runtimeUp: Object.fromEntries(WORKLOAD_TYPES.map((t) => [t, false])) as Record<WorkloadType, boolean>,
-    downReason: {},
-  };
-  for (const t of WORKLOAD_TYPES) view.downReason[t] = `no runtime for ${t} workloads in this agent version`;
+export async function observeRuntimes(runtimes: readonly Runtime[], signal?: AbortSignal, types: TypeRegistry = BUILTIN_TYPES): Promise<RuntimeView> {
+  const view: RuntimeView = { status: {}, health: new Map(), observed: [], runtimeUp: {}, downReason: {} };
+  for (const t of types.names()) {
+    view.runtimeUp[t] = false;
+    view.downReason[t] = `no runtime for ${t} workloads in this agent version`;
+  }
   await Promise.all(
     runtimes.map(async (rt) => {
       let health: RuntimeHealth;
@@ -73,7 +60,7 @@ export async function observeRuntimes(runtimes: readonly Runtime[], signal?: Abo
       }
       view.health.set(rt.name, health);
       view.status[rt.name] = health.up ? 'up' : `down: ${health.reason}`;
-      for (const t of rt.types) {
+      for (const { type: t } of rt.types) {
         view.runtimeUp[t] = health.up;
         if (health.up) delete view.downReason[t];
         else view.downReason[t] = `${rt.name} is down: ${health.reason}`;
@@ -84,8 +71,10 @@ export async function observeRuntimes(runtimes: readonly Runtime[], signal?: Abo
 }
 
 const SETTLED_STEPS: ReadonlySet<Step['kind']> = new Set(['noop']);
-/** Errors that only describe what the engine reported of a running workload; they go when it runs again. */
-const OBSERVED_ERROR_CODES: ReadonlySet<string> = new Set(['CRASH_LOOP', 'CONTAINER_EXITED', 'OUT_OF_MEMORY', 'RUNTIME_UNAVAILABLE']);
+/** Steps that changed an engine: after a cycle that applied one, the loop plans again at once. */
+const APPLIED_STEPS: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start', 'stop', 'remove', 'repair']);
+/** Re-plan rounds within one trigger, so a chain of dependent steps converges without a loop forever. */
+export const MAX_SETTLE_ROUNDS = 10;
 /** Longest single timer (setTimeout overflows past 2^31-1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -102,6 +91,8 @@ export class ReconcileLoop {
   private flight: SingleFlight | null = null;
   private signal: AbortSignal | null = null;
   private readonly pendingReasons = new Set<string>();
+  /** Re-plan rounds since the last cycle that applied nothing (bounded by MAX_SETTLE_ROUNDS). */
+  private settleRounds = 0;
   private readonly now: () => Date;
   /** Retry requests (local API) waiting for the next cycle, which applies them before planning. */
   private readonly retryRequests = new Set<string>();
@@ -158,6 +149,13 @@ export class ReconcileLoop {
       const s = await this.runOnce(signal);
       // A terminal failure leaves runtime resources to remove: do it now, not a period later.
       if (s.results.some((r) => !r.ok && r.step.workload && this.deps.store.getRecord(r.step.workloadId)?.retry.gaveUp)) void this.trigger('cleanup after a terminal failure', signal);
+      // Re-plan until settled: what was applied may enable the next step now (bounded per trigger).
+      if (s.results.some((r) => r.ok && APPLIED_STEPS.has(r.step.kind)) && this.settleRounds < MAX_SETTLE_ROUNDS) {
+        this.settleRounds++;
+        void this.trigger('settling after applied steps', signal);
+      } else {
+        this.settleRounds = 0;
+      }
       this.scheduleBackoff(s.plan, signal);
     } catch (err) {
       this.deps.logger.error({ err: err instanceof Error ? err.message : String(err), reasons }, 'reconcile cycle failed');
@@ -170,7 +168,7 @@ export class ReconcileLoop {
     this.backoffTimer = null;
     let earliest = Number.POSITIVE_INFINITY;
     for (const s of p.steps) {
-      const t = s.kind === 'wait' && s.until ? Date.parse(s.until) : Number.NaN;
+      const t = s.kind === 'wait' ? Date.parse(s.until) : Number.NaN;
       if (Number.isFinite(t) && t < earliest) earliest = t;
     }
     if (!Number.isFinite(earliest) || signal.aborted) return;
@@ -242,7 +240,7 @@ export class ReconcileLoop {
           view.observed[i] = full;
           this.inspected.set(o.workloadId, `${full.runtimeId}|${full.state}|${full.exitCode ?? ''}`);
           const failing = isCrashLooping(full, now) || (full.state === 'exited' && (full.exitCode !== 0 || full.oomKilled === true));
-          const fresh = rec?.container?.finishedAt !== full.finishedAt || rec?.container?.restartCount !== full.restartCount || !rec?.container?.logTail;
+          const fresh = rec?.evidence?.finishedAt !== full.finishedAt || rec?.evidence?.restartCount !== full.restartCount || !rec?.evidence?.logTail;
           if (failing && fresh && rt.logTail) evidence.logs.set(o.workloadId, await rt.logTail(full, LOG_TAIL_LINES, signal));
         } catch (err) {
           this.deps.logger.debug({ workloadId: o.workloadId, err: err instanceof Error ? err.message : String(err) }, 'could not gather crash evidence');
@@ -255,13 +253,23 @@ export class ReconcileLoop {
   async runOnce(signal: AbortSignal): Promise<CycleSummary> {
     const started = performance.now();
     const { store, logger } = this.deps;
-    const view = await observeRuntimes(this.deps.runtimes, signal);
+    const types = this.deps.types ?? BUILTIN_TYPES;
+    const view = await observeRuntimes(this.deps.runtimes, signal, types);
     const evidence = await this.gatherEvidence(view, signal);
     const desired = store.data.desired?.document ?? null;
     const now = this.now();
     const pendingChanged = this.applyPending(now);
-    const p = plan({ desired, records: store.data.records, observed: view.observed, runtimeUp: view.runtimeUp, now });
-    const changedBefore = this.refreshRecords(p, view, now, evidence) || pendingChanged;
+    const p = plan({
+      desired,
+      records: store.data.records,
+      observed: view.observed,
+      runtimeUp: view.runtimeUp,
+      downReason: view.downReason,
+      now,
+      types,
+      ...(this.deps.policy ? { policy: this.deps.policy } : {}),
+    });
+    const changedBefore = this.applyTransitions(p, view, now, evidence, types) || pendingChanged;
     const results = p.steps.some((s) => !SETTLED_STEPS.has(s.kind)) ? await this.deps.executor.execute(p.steps, signal) : [];
     const summary: CycleSummary = { plan: p, results, durationMs: performance.now() - started, view };
     this.lastCycle = summary;
@@ -286,96 +294,18 @@ export class ReconcileLoop {
   }
 
   /**
-   * Brings records in line with what the engines report before acting: settled workloads get
-   * their observed state, workloads whose runtime is down get RUNTIME_UNAVAILABLE, and records
-   * nobody wants any more are forgotten. Returns whether anything changed.
+   * Brings records in line with what the engines report before acting (transitions.ts decides,
+   * purely; this writes). Returns whether anything changed.
    */
-  private refreshRecords(p: Plan, view: RuntimeView, now: Date, evidence: Evidence): boolean {
-    const { store } = this.deps;
-    let changed = false;
-    const put = (before: WorkloadRecord | undefined, after: WorkloadRecord) => {
-      if (before === after || (before && JSON.stringify(before) === JSON.stringify(after))) return;
-      store.setRecord(after);
-      changed = true;
-    };
-    const observedById = new Map<string, ObservedWorkload>();
-    for (const o of view.observed) observedById.set(o.workloadId, o);
-
-    for (const u of p.unavailable) {
-      const w = store.data.desired?.document.workloads.find((x) => x.id === u.workloadId);
-      if (!w) continue;
-      const before = store.getRecord(u.workloadId);
-      const base = before ?? newRecord(w, now);
-      const msg = view.downReason[u.type] ?? u.reason;
-      const err = new WorkloadError('RUNTIME_UNAVAILABLE', msg);
-      put(before, {
-        ...withPhase(base, before?.phase === 'Running' ? 'Running' : 'Pending', msg, now),
-        actualState: before?.actualState === 'running' ? 'running' : 'unknown',
-        desiredState: w.desiredState ?? 'running',
-        revision: w.revision,
-        error: err.summary(),
-        updatedAt: before && before.error?.code === 'RUNTIME_UNAVAILABLE' ? before.updatedAt : now.toISOString(),
-      });
-    }
-    for (const s of p.steps) {
-      if (s.kind !== 'noop' || !s.workload || !s.specHash) continue;
-      const before = store.getRecord(s.workloadId);
-      if (!before) continue;
-      const o = s.observed ?? observedById.get(s.workloadId);
-      const key = retryResetKey(s.workload, s.specHash);
-      // A workload that gave up keeps its Failed phase and error until its reset key changes.
-      if (before.retry.gaveUp && before.retry.resetKey === key) {
-        if (o && before.actualState !== o.state) put(before, { ...before, actualState: o.state });
-        continue;
-      }
-      if (!o) continue;
-      try {
-        put(before, this.settle(before, withResetKey(before, key), o, s, now, evidence));
-      } catch (err) {
-        // A refused phase move here is a bug; it must not stop the other workloads' refresh.
-        this.deps.logger.error({ workloadId: s.workloadId, err: err instanceof Error ? err.message : String(err) }, 'could not refresh a record');
-      }
-    }
-    for (const id of p.forget) {
-      this.inspected.delete(id);
-      if (store.getRecord(id)) {
-        store.deleteRecord(id);
-        changed = true;
-      }
-    }
-    return changed;
-  }
-
-  /**
-   * The record of a settled workload from what the engine reports: phase, facts, and for a
-   * workload failing on its own (crash loop, OOM, exit) the error, a history entry per new exit and
-   * the last log lines. An unchanged record is returned as `before` so nothing is written.
-   */
-  private settle(before: WorkloadRecord, base: WorkloadRecord, o: ObservedWorkload, s: Step, now: Date, evidence: Evidence): WorkloadRecord {
-    const desiredState = s.workload?.desiredState ?? 'running';
-    const settled = phaseFromObserved(o, desiredState, now);
-    let next = withObserved(base, o);
-    next = { ...withPhase(next, settled.phase, settled.message || s.reason, now), actualState: settled.actual };
-    const failing = settled.phase === 'CrashLoop' || settled.phase === 'Failed';
-    const err = failing ? exitError(o, settled.phase === 'CrashLoop', before.container?.exitCode) : null;
-    if (err) {
-      next = { ...next, error: boundedSummary(err) };
-      const newExit =
-        (o.finishedAt !== undefined && o.finishedAt !== null && o.finishedAt !== before.container?.finishedAt) ||
-        (o.restartCount !== undefined && o.restartCount !== before.container?.restartCount);
-      if (newExit) next = { ...next, failures: withFailureEntry(next.failures, { at: o.finishedAt ?? now.toISOString(), code: err.code, message: err.message }) };
-    } else if (next.error && OBSERVED_ERROR_CODES.has(next.error.code) && !failing) {
-      next = { ...next, error: null };
-    }
-    const logs = evidence.logs.get(o.workloadId);
-    if (next.container) {
-      if (logs && failing) next = { ...next, container: { ...next.container, logTail: capLogTail(logs) } };
-      else if (!failing && next.container.logTail) {
-        const { logTail: _drop, ...rest } = next.container;
-        next = { ...next, container: rest };
-      }
-    }
-    if (JSON.stringify({ ...before, updatedAt: '', phaseSince: '' }) === JSON.stringify({ ...next, updatedAt: '', phaseSince: '' })) return before;
-    return next;
+  private applyTransitions(p: Plan, view: RuntimeView, now: Date, evidence: Evidence, types: TypeRegistry): boolean {
+    const { store, logger } = this.deps;
+    const desired = store.data.desired?.document ?? null;
+    const changes = settleRecords({ plan: p, records: store.data.records, desired, observed: view.observed, downReason: view.downReason, logs: evidence.logs, types, now });
+    for (const r of changes.put) store.setRecord(r);
+    for (const id of p.forget) this.inspected.delete(id);
+    for (const id of changes.forget) store.deleteRecord(id);
+    // A refused phase move here is a bug; it must not stop the other workloads' refresh.
+    for (const x of changes.problems) logger.error({ workloadId: x.workloadId, err: x.message }, 'could not refresh a record');
+    return changes.put.length > 0 || changes.forget.length > 0;
   }
 }

@@ -1,60 +1,83 @@
-import type { ObservedWorkload, RuntimeName } from '../runtimes/runtime.js';
-import type { DesiredStateDocument, Workload, WorkloadType } from '../spec/desired-state.js';
+import * as v from 'valibot';
+import { configSchema } from '../config/schema.js';
+import { BUILTIN_TYPES, type TypeRegistry } from '../runtimes/registry.js';
+import type { HostPolicy, ObservedWorkload, TypeDescriptor, WorkloadBase } from '../runtimes/runtime.js';
 import type { Phase } from '../spec/status-report.js';
 import type { WorkloadRecord } from '../store/types.js';
-import { canonicalSpec, describeSpecChanges, specHash } from './canonical.js';
 import { retryAsked, retryResetKey } from './records.js';
-import { STEP_KINDS, type Step, type StepKind } from './steps.js';
+import { STEP_KINDS, type DesiredStep, type Step, type StepKind } from './steps.js';
 
 /*
  * observe -> PLAN -> execute. The planner is a pure function of its input: no clock (now is
- * given), no I/O, no mutation of its arguments. Everything the agent decides is decided here, so
- * it can be printed by `persys-agent plan` and tested with hundreds of table cases.
+ * given), no I/O, no mutation of its arguments. Everything the agent decides is decided here (host
+ * policy included), so it can be printed by `persys-agent plan` and tested with table cases. It
+ * knows no workload type: each type's rules come from its descriptor in the registry.
  */
 
 export interface PlanInput {
   /** null: no desired state was ever loaded -> manage nothing, remove nothing, empty plan. */
-  desired: DesiredStateDocument | null;
+  desired: { workloads: readonly WorkloadBase[]; [field: string]: unknown } | null;
   records: Readonly<Record<string, WorkloadRecord>>;
   /** From the runtimes that answered. */
   observed: readonly ObservedWorkload[];
-  /** false: that type's runtime could not be observed. */
-  runtimeUp: Readonly<Record<WorkloadType, boolean>>;
+  /** false or absent: that type's runtime could not be observed. */
+  runtimeUp: Readonly<Record<string, boolean>>;
+  /** Why a type's runtime is down (for the reason of RUNTIME_UNAVAILABLE). */
+  downReason?: Readonly<Record<string, string>>;
   now: Date;
+  /** The workload types (default the built-in ones). */
+  types?: TypeRegistry;
+  /** The host policy (default the secure defaults: privileged, host network, host paths denied). */
+  policy?: HostPolicy;
+  /** How long an engine state that is neither running nor stopped is waited for before a repair (default 60). */
+  oddStateWaitSeconds?: number;
 }
 
 export interface Plan {
-  /** Sorted: remove, stop, recreate, create, start, adopt, wait, noop; then by workloadId. */
+  /** Sorted: remove, stop, recreate, repair, create, deny, start, adopt, wait, noop; then by workloadId. */
   steps: Step[];
   /** Desired workloads whose runtime is down: no step, status RUNTIME_UNAVAILABLE. */
-  unavailable: { workloadId: string; type: WorkloadType; reason: string }[];
+  unavailable: { workloadId: string; type: string; reason: string }[];
   /** Record ids neither desired nor observed: the store drops them. */
   forget: string[];
 }
 
-const RUNTIME_OF: Readonly<Record<WorkloadType, RuntimeName>> = { container: 'docker', compose: 'docker', vm: 'libvirt' };
+export const ODD_STATE_WAIT_SECONDS = 60;
 
 /** Steps that apply the spec or start it: the retry budget and backoff gate these. */
-const APPLYING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start']);
+const APPLYING: ReadonlySet<StepKind> = new Set(['create', 'recreate', 'start', 'repair']);
 /**
  * Stops wait out a backoff like any engine call, but a spent budget never blocks them: a budget
  * used up on starting must not keep running a workload the publisher now wants stopped.
  */
 const BACKOFF_GATED: ReadonlySet<StepKind> = new Set([...APPLYING, 'stop']);
-/** Record phases that mean the workload ran at least once (for restartPolicy "no"). */
+/** Record phases that mean the workload ran at least once (for restart rules). */
 const HAS_RUN_PHASES: ReadonlySet<Phase> = new Set(['Running', 'Completed', 'Failed', 'CrashLoop']);
 const KIND_ORDER: ReadonlyMap<StepKind, number> = new Map(
-  (['remove', 'stop', 'recreate', 'create', 'start', 'adopt', 'wait', 'noop'] as const satisfies readonly StepKind[]).map((k, i) => [k, i]),
+  (['remove', 'stop', 'recreate', 'repair', 'create', 'deny', 'start', 'adopt', 'wait', 'noop'] as const satisfies readonly StepKind[]).map((k, i) => [k, i]),
 );
 // A step kind added to STEP_KINDS without a place in the order would sort unpredictably.
 for (const k of STEP_KINDS) if (!KIND_ORDER.has(k)) throw new Error(`planner: no order for step kind ${k}`);
 
+/** The host policy of a config that says nothing: the secure defaults. */
+let defaultPolicy: HostPolicy | undefined;
+const DEFAULT_POLICY = (): HostPolicy => (defaultPolicy ??= v.parse(configSchema, {}).policy);
+
 const EMPTY_PLAN = (): Plan => ({ steps: [], unavailable: [], forget: [] });
+
+interface Ctx {
+  types: TypeRegistry;
+  policy: HostPolicy;
+  now: Date;
+  oddWaitMs: number;
+}
 
 export function plan(input: PlanInput): Plan {
   const { desired, records, observed, runtimeUp, now } = input;
   if (desired === null) return EMPTY_PLAN();
-  const isUp = (t: WorkloadType): boolean => runtimeUp[t] === true;
+  const types = input.types ?? BUILTIN_TYPES;
+  const ctx: Ctx = { types, policy: input.policy ?? DEFAULT_POLICY(), now, oddWaitMs: (input.oddStateWaitSeconds ?? ODD_STATE_WAIT_SECONDS) * 1000 };
+  const isUp = (t: string): boolean => Object.hasOwn(runtimeUp, t) && runtimeUp[t] === true;
 
   const byId = new Map<string, ObservedWorkload[]>();
   for (const o of observed) {
@@ -71,25 +94,26 @@ export function plan(input: PlanInput): Plan {
     desiredIds.add(w.id);
     const all = byId.get(w.id) ?? [];
     const same = all.filter((o) => o.type === w.type);
-    // Same id, other type (a container became a VM): the old object goes, the record stays with w.
+    // Same id, other type: the old object goes, the record stays with w.
     for (const o of all) {
       if (o.type !== w.type && isUp(o.type)) {
-        steps.push({ kind: 'remove', workloadId: w.id, reason: `workload is now a ${w.type}; removing the old ${o.type} ${o.name}`, workload: w, observed: o });
+        steps.push({ kind: 'remove', target: 'workload', workloadId: w.id, reason: `workload is now a ${w.type}; removing the old ${o.type} ${o.name}`, workload: w, observed: o, why: 'removed-from-desired' });
       }
     }
     if (!isUp(w.type)) {
-      unavailable.push({ workloadId: w.id, type: w.type, reason: `${RUNTIME_OF[w.type]} is unavailable, so ${w.type} workloads cannot be observed or changed` });
+      const why = input.downReason?.[w.type] ?? `the runtime of ${w.type} workloads is unavailable`;
+      unavailable.push({ workloadId: w.id, type: w.type, reason: `${why}, so ${w.type} workloads cannot be observed or changed` });
       continue;
     }
     // hasOwn: a workload may be called "constructor", which a plain lookup finds on Object.prototype.
-    planWorkload(w, Object.hasOwn(records, w.id) ? records[w.id] : undefined, same, now, steps);
+    planWorkload(w, Object.hasOwn(records, w.id) ? records[w.id] : undefined, same, ctx, steps);
   }
 
   for (const [id, list] of byId) {
     if (desiredIds.has(id)) continue;
     for (const o of list) {
       if (!isUp(o.type)) continue;
-      steps.push({ kind: 'remove', workloadId: id, reason: 'not in desired state', observed: o });
+      steps.push({ kind: 'remove', target: 'workload', workloadId: id, reason: 'not in desired state', observed: o, why: 'removed-from-desired' });
     }
   }
 
@@ -109,12 +133,10 @@ function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+const observedOf = (s: Step): ObservedWorkload | undefined => ('observed' in s ? s.observed : undefined);
+
 function compareSteps(a: Step, b: Step): number {
-  return (
-    (KIND_ORDER.get(a.kind) ?? 99) - (KIND_ORDER.get(b.kind) ?? 99) ||
-    cmp(a.workloadId, b.workloadId) ||
-    cmp(a.observed?.runtimeId ?? '', b.observed?.runtimeId ?? '')
-  );
+  return (KIND_ORDER.get(a.kind) ?? 99) - (KIND_ORDER.get(b.kind) ?? 99) || cmp(a.workloadId, b.workloadId) || cmp(observedOf(a)?.runtimeId ?? '', observedOf(b)?.runtimeId ?? '');
 }
 
 const sameRevision = (a: string | undefined, b: string | undefined): boolean => (a ?? '') === (b ?? '');
@@ -126,59 +148,69 @@ function isRealTime(t: string | null | undefined): boolean {
   return Number.isFinite(ms) && ms > 0;
 }
 
-/** Best of several engine objects for one workload: matching, then running, then newest, then by id. */
-function pickBest(list: readonly ObservedWorkload[], hash: string, revision: string | undefined): ObservedWorkload {
-  const score = (o: ObservedWorkload): [number, number, string, string] => [
-    o.specHash === hash && sameRevision(o.revision, revision) ? 1 : 0,
-    o.state === 'running' ? 1 : 0,
-    o.createdAt ?? '',
-    o.runtimeId,
-  ];
-  let best = list[0] as ObservedWorkload;
-  let bestScore = score(best);
-  for (const o of list.slice(1)) {
-    const s = score(o);
-    const better = s[0] !== bestScore[0] ? s[0] > bestScore[0] : s[1] !== bestScore[1] ? s[1] > bestScore[1] : s[2] !== bestScore[2] ? s[2] > bestScore[2] : s[3] < bestScore[3];
-    if (better) {
-      best = o;
-      bestScore = s;
-    }
-  }
-  return best;
+/** The fields every step of one desired workload carries. */
+interface Base {
+  target: 'workload';
+  workloadId: string;
+  workload: WorkloadBase;
+  specHash: string;
+  hashVersion: number;
 }
 
 /** Appends the steps of one desired workload (duplicate removals, then its own step) to `out`. */
-function planWorkload(w: Workload, record: WorkloadRecord | undefined, same: readonly ObservedWorkload[], now: Date, out: Step[]): void {
-  const hash = specHash(w);
-  const base = { workloadId: w.id, workload: w, specHash: hash };
+function planWorkload(w: WorkloadBase, record: WorkloadRecord | undefined, same: readonly ObservedWorkload[], ctx: Ctx, out: Step[]): void {
+  const d = ctx.types.of(w);
+  const hash = ctx.types.hash(w);
+  const base: Base = { target: 'workload', workloadId: w.id, workload: w, specHash: hash, hashVersion: d.hashVersion };
 
   let o: ObservedWorkload | undefined;
   if (same.length > 0) {
-    o = pickBest(same, hash, w.revision);
+    // The runtime's type descriptor says which object is the workload; the others are duplicates.
+    o = same.length === 1 ? same[0] : d.primary(same, { specHash: hash, revision: w.revision });
     for (const dup of same) {
-      if (dup !== o) out.push({ kind: 'remove', ...base, reason: `duplicate of ${o.name}`, observed: dup });
+      if (dup !== o) out.push({ kind: 'remove', target: 'workload', workloadId: w.id, workload: w, reason: `duplicate of ${o?.name ?? ''}`, observed: dup, why: 'gc' });
     }
   }
 
-  out.push(gate(intendedStep(w, record, o, hash), w, record, hash, now));
+  out.push(gate(withPolicy(intendedStep(d, base, record, o, ctx), d, ctx), record, ctx.now));
 }
 
-/** The step the workload needs, before the retry budget has its say. */
-function intendedStep(w: Workload, record: WorkloadRecord | undefined, o: ObservedWorkload | undefined, hash: string): Step {
-  const base = { workloadId: w.id, workload: w, specHash: hash };
+/**
+ * Whether the object matches the desired spec, judged under the rules of the hash version the
+ * object was labelled with (docs/hash-versions.md): a new canonical form never recreates what an
+ * older agent made. A version this agent does not know (a newer agent's) is judged by revision only.
+ */
+function specMatches(types: TypeRegistry, w: WorkloadBase, o: ObservedWorkload, hash: string, current: number): boolean {
+  const version = o.hashVersion ?? 1;
+  if (version === current) return o.specHash === hash;
+  const older = types.hashAt(w, version);
+  return older === undefined ? true : o.specHash === older;
+}
+
+/** Engine states that are neither running nor stopped, for this desired state. */
+function oddState(o: ObservedWorkload, desiredState: 'running' | 'stopped'): string | undefined {
+  if (o.state === 'unknown') return o.engineState ?? 'unknown';
+  if (o.state === 'paused' && desiredState === 'running') return o.engineState ?? 'paused';
+  return undefined;
+}
+
+/** The step the workload needs, before policy and the retry budget have their say. */
+function intendedStep(d: TypeDescriptor, base: Base, record: WorkloadRecord | undefined, o: ObservedWorkload | undefined, ctx: Ctx): DesiredStep {
+  const w = base.workload;
   if (!o || o.state === 'missing') {
     return { kind: 'create', ...base, reason: record ? 'not found on engine' : 'new workload' };
   }
   const withObs = { ...base, observed: o };
 
-  if (o.specHash !== hash || !sameRevision(o.revision, w.revision)) {
-    return { kind: 'recreate', ...withObs, reason: recreateReason(w, record, o, hash) };
+  if (!specMatches(ctx.types, w, o, base.specHash, base.hashVersion) || !sameRevision(o.revision, w.revision)) {
+    return { kind: 'recreate', ...withObs, reason: recreateReason(d, ctx.types, w, record, o, base.specHash) };
   }
 
   const desiredState = w.desiredState ?? 'running';
-  const adoptOr = (noopReason: string): Step => settled(withObs, record, o, noopReason);
+  const adoptOr = (noopReason: string): DesiredStep => settled(withObs, record, o, noopReason);
 
-  if (o.state === 'unknown') return { kind: 'noop', ...withObs, reason: 'the engine reports an unknown state; waiting for it to settle' };
+  const odd = oddState(o, desiredState);
+  if (odd !== undefined) return oddStep(withObs, record, o, odd, ctx);
 
   if (desiredState === 'stopped') {
     if (o.state === 'running' || o.state === 'restarting' || o.state === 'paused') {
@@ -192,27 +224,48 @@ function intendedStep(w: Workload, record: WorkloadRecord | undefined, o: Observ
       return adoptOr(RUNNING);
     case 'restarting':
       return adoptOr('restarting under the engine restart policy');
-    case 'paused':
-      return adoptOr('paused outside the agent');
     case 'created':
-      // "created" means never started, so restartPolicy "no" has nothing to say yet.
+      // "created" means never started, so a restart rule has nothing to say yet.
       return { kind: 'start', ...withObs, reason: 'created but not started; desired running' };
     case 'exited':
-    case 'stopped': {
-      const code = o.exitCode ?? record?.container?.exitCode;
+    case 'stopped':
+    default: {
+      const code = o.exitCode ?? record?.evidence?.exitCode;
       const what = `${o.state} (code ${code ?? 'unknown'})`;
-      // Asked to run again (retry request, new retryToken): the restart policy does not keep it down.
-      const stayDown = retryAsked(record, retryResetKey(w, hash)) ? undefined : settledByRestartPolicy(w, record, o, code);
+      const hasRun = (record !== undefined && HAS_RUN_PHASES.has(record.phase)) || isRealTime(o.finishedAt) || isRealTime(record?.evidence?.finishedAt);
+      // Asked to run again (retry request, new retryToken): the restart rule does not keep it down.
+      const stayDown = retryAsked(record, retryResetKey(w, base.specHash)) ? undefined : d.staysDown(w, { code, hasRun });
       if (stayDown) return adoptOr(`${what}; ${stayDown}`);
       return { kind: 'start', ...withObs, reason: `${what}; desired running` };
     }
   }
 }
 
+/** An odd engine state: waited for (bounded), then repaired by replacing the object. */
+function oddStep(withObs: Base & { observed: ObservedWorkload }, record: WorkloadRecord | undefined, o: ObservedWorkload, odd: string, ctx: Ctx): DesiredStep {
+  const seen = record?.engineState;
+  const sinceIso = seen && seen.runtimeId === o.runtimeId && seen.state === odd ? seen.since : ctx.now.toISOString();
+  const since = Date.parse(sinceIso);
+  const until = (Number.isFinite(since) ? since : ctx.now.getTime()) + ctx.oddWaitMs;
+  const waitS = Math.round(ctx.oddWaitMs / 1000);
+  if (until > ctx.now.getTime()) {
+    return {
+      kind: 'wait',
+      ...withObs,
+      until: new Date(until).toISOString(),
+      since: sinceIso,
+      engineState: odd,
+      reason: `the engine reports ${odd} since ${sinceIso}; waiting up to ${waitS} s for it to settle`,
+    };
+  }
+  const problem = `the engine reported ${odd} for more than ${waitS} s (since ${sinceIso})`;
+  return { kind: 'repair', ...withObs, problem, reason: `${problem}; replacing it` };
+}
+
 const RUNNING = 'running as desired';
 
 /** Nothing to change on the engine: a noop, or an adopt when the store does not know this object yet. */
-function settled(fields: Omit<Step, 'kind' | 'reason'>, record: WorkloadRecord | undefined, o: ObservedWorkload, noopReason: string): Step {
+function settled(fields: Base & { observed: ObservedWorkload }, record: WorkloadRecord | undefined, o: ObservedWorkload, noopReason: string): DesiredStep {
   if (!record || record.runtimeId !== o.runtimeId) {
     const reason = noopReason === RUNNING ? 'found on engine, adopting' : `found on engine, adopting; ${noopReason}`;
     return { kind: 'adopt', ...fields, reason };
@@ -220,28 +273,11 @@ function settled(fields: Omit<Step, 'kind' | 'reason'>, record: WorkloadRecord |
   return { kind: 'noop', ...fields, reason: noopReason };
 }
 
-/**
- * A container that ran and exited stays down when its own restart policy says so: "no" never
- * restarts, and "on-failure" does not restart a clean exit. Starting it again would turn a
- * one-shot job into a loop.
- */
-function settledByRestartPolicy(w: Workload, record: WorkloadRecord | undefined, o: ObservedWorkload, code: number | null | undefined): string | undefined {
-  if (w.type !== 'container') return undefined;
-  const hasRun =
-    (record !== undefined && HAS_RUN_PHASES.has(record.phase)) || isRealTime(o.finishedAt) || isRealTime(record?.container?.finishedAt);
-  if (!hasRun) return undefined;
-  const policy = w.spec.restartPolicy ?? 'unless-stopped';
-  if (policy === 'no') return 'restartPolicy no';
-  if (policy === 'on-failure' && code === 0) return 'restartPolicy on-failure does not restart a clean exit';
-  return undefined;
-}
-
-function recreateReason(w: Workload, record: WorkloadRecord | undefined, o: ObservedWorkload, hash: string): string {
+function recreateReason(d: TypeDescriptor, types: TypeRegistry, w: WorkloadBase, record: WorkloadRecord | undefined, o: ObservedWorkload, hash: string): string {
   const reasons: string[] = [];
-  if (o.specHash !== hash) {
+  if (!specMatches(types, w, o, hash, d.hashVersion)) {
     // appliedSpec describes the engine object only when the record's hash is the object's hash.
-    const described =
-      record?.appliedSpec !== undefined && record.specHash === o.specHash ? describeSpecChanges(record.appliedSpec, canonicalSpec(w)) : [];
+    const described = record?.appliedSpec !== undefined && record.specHash === o.specHash ? d.describeChanges(record.appliedSpec, types.canonical(w)) : [];
     if (described.length > 0) reasons.push(...described);
     else reasons.push('spec hash on engine differs');
   }
@@ -249,42 +285,61 @@ function recreateReason(w: Workload, record: WorkloadRecord | undefined, o: Obse
   return reasons.join('; ');
 }
 
+/** Host policy: a step that would make an engine object of a denied spec becomes a `deny`. */
+function withPolicy(step: DesiredStep, d: TypeDescriptor, ctx: Ctx): DesiredStep {
+  if (step.kind !== 'create' && step.kind !== 'recreate' && step.kind !== 'repair') return step;
+  const violations = d.policy(step.workload, ctx.policy);
+  if (violations.length === 0) return step;
+  const { kind: _kind, reason: _reason, ...rest } = step;
+  return { ...rest, kind: 'deny', code: 'POLICY_DENIED', violations, reason: `POLICY_DENIED: ${violations.join('; ')}` };
+}
+
+function strip<S extends DesiredStep>(step: S): Base & { observed?: ObservedWorkload } {
+  const o = observedOf(step);
+  const b: Base = { target: 'workload', workloadId: step.workloadId, workload: step.workload, specHash: step.specHash, hashVersion: step.hashVersion };
+  return o ? { ...b, observed: o } : b;
+}
+
+const serving = (o: ObservedWorkload | undefined): boolean => o?.state === 'running' || o?.state === 'restarting';
+
 /** Applies the retry budget: a spent budget holds applying steps, a backoff delays them. */
-function gate(step: Step, w: Workload, record: WorkloadRecord | undefined, hash: string, now: Date): Step {
-  if (!record || record.retry.resetKey !== retryResetKey(w, hash)) return step;
+function gate(step: DesiredStep, record: WorkloadRecord | undefined, now: Date): Step {
+  const w = step.workload;
+  if (!record || record.retry.resetKey !== retryResetKey(w, step.specHash)) return step;
   const { retry } = record;
+  const o = observedOf(step);
+  const rest = strip(step);
+  if (step.kind === 'deny') {
+    if (!retry.gaveUp) return step;
+    // Denied and recorded: the previous revision, if it serves, keeps serving; anything else of it goes.
+    if (serving(o)) return { ...rest, kind: 'noop', reason: `${step.reason}; the previous revision keeps running` };
+    if (o) return { target: 'workload', workloadId: w.id, workload: w, observed: o, why: 'cleanup-after-failed-start', kind: 'remove', reason: `${step.reason}; removing what is left of the workload` };
+    return { ...rest, kind: 'noop', reason: step.reason };
+  }
   // A previous revision that still serves is not the failed attempt's resource: a bad new image
   // tag must not take the service down. It stays until the desired state changes again.
-  if (retry.gaveUp && step.kind === 'recreate' && (step.observed?.state === 'running' || step.observed?.state === 'restarting')) {
-    const { kind: _kind, reason: _reason, ...rest } = step;
-    return {
-      ...rest,
-      kind: 'noop',
-      reason: `gave up applying the new spec (${record.error?.code ?? 'failed'}); the previous revision keeps running`,
-    };
+  if (retry.gaveUp && step.kind === 'recreate' && serving(o)) {
+    return { ...rest, kind: 'noop', reason: `gave up applying the new spec (${record.error?.code ?? 'failed'}); the previous revision keeps running` };
   }
   // A workload that failed terminally keeps its record and error, not its runtime resources.
-  if (retry.gaveUp && step.observed && step.kind !== 'remove') {
-    const { kind: _kind, reason: _reason, until: _until, ...rest } = step;
+  if (retry.gaveUp && o) {
     return {
-      ...rest,
+      target: 'workload',
+      workloadId: w.id,
+      workload: w,
+      observed: o,
+      why: 'cleanup-after-failed-start',
       kind: 'remove',
       reason: `failed terminally (${record.error?.code ?? 'gave up'}); removing its runtime resources, the record and error stay until the desired state changes`,
     };
   }
   if (retry.gaveUp && APPLYING.has(step.kind)) {
-    const { kind: _kind, reason: _reason, ...rest } = step;
-    return {
-      ...rest,
-      kind: 'noop',
-      reason: `gave up after ${retry.attempts} attempts (change retryToken or revision, or run persys-agent retry)`,
-    };
+    return { ...rest, kind: 'noop', reason: `gave up after ${retry.attempts} attempts (change retryToken or revision, or run persys-agent retry)` };
   }
   if (BACKOFF_GATED.has(step.kind) && retry.nextRetryAt !== null) {
     const until = Date.parse(retry.nextRetryAt);
     if (Number.isFinite(until) && until > now.getTime()) {
       const last = record.error ? ` (last error ${record.error.code})` : '';
-      const { kind: _kind, reason: _reason, ...rest } = step;
       return {
         ...rest,
         kind: 'wait',

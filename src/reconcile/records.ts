@@ -1,7 +1,6 @@
 import { WorkloadError, type ErrorSummary } from '../errors/index.js';
 import type { Config } from '../config/schema.js';
-import type { ObservedWorkload } from '../runtimes/runtime.js';
-import type { Workload } from '../spec/desired-state.js';
+import type { ObservedWorkload, TypeDescriptor, WorkloadBase } from '../runtimes/runtime.js';
 import type { ActualState, Phase } from '../spec/status-report.js';
 import type { FailureEntry, WorkloadRecord } from '../store/types.js';
 import { backoffDelayMs, type BackoffPolicy } from '../util/backoff.js';
@@ -69,7 +68,7 @@ export function capLogTail(lines: readonly string[]): string[] {
 }
 
 /** The retry budget belongs to one (revision, spec, retryToken); a change of any starts it afresh. */
-export function retryResetKey(w: Workload, specHash: string): string {
+export function retryResetKey(w: WorkloadBase, specHash: string): string {
   return `${w.revision ?? ''}|${specHash}|${w.retryToken ?? ''}`;
 }
 
@@ -77,7 +76,7 @@ export interface RetryBudget extends BackoffPolicy {
   maxAttempts: number;
 }
 
-export function retryBudget(w: Workload, defaults: Config['retry']): RetryBudget {
+export function retryBudget(w: WorkloadBase, defaults: Config['retry']): RetryBudget {
   const r = w.retry ?? {};
   return {
     maxAttempts: r.maxAttempts ?? defaults.maxAttempts,
@@ -87,7 +86,7 @@ export function retryBudget(w: Workload, defaults: Config['retry']): RetryBudget
   };
 }
 
-export function newRecord(w: Workload, now: Date): WorkloadRecord {
+export function newRecord(w: WorkloadBase, now: Date): WorkloadRecord {
   const at = now.toISOString();
   return {
     id: w.id,
@@ -268,17 +267,20 @@ export function phaseFromObserved(
   }
 }
 
-export function withObserved(r: WorkloadRecord, o: ObservedWorkload): WorkloadRecord {
-  // A crash-looping container is "running" between restarts, when engines report no exit code:
+/** The record with what the engine reports of the object: its state, id and (for types that have it) crash evidence. */
+export function withObserved(r: WorkloadRecord, o: ObservedWorkload, d: Pick<TypeDescriptor, 'capabilities'>): WorkloadRecord {
+  const next: WorkloadRecord = { ...r, actualState: o.state, runtimeId: o.runtimeId };
+  if (!d.capabilities.exitEvidence) return next;
+  // A crash-looping workload is "running" between restarts, when engines report no exit code:
   // the last one seen is the evidence, so a null does not wipe it.
   const keepExit = o.exitCode === null && o.state !== 'exited' && (o.restartCount ?? 0) > 0;
-  const container = {
-    ...r.container,
+  const evidence = {
+    ...r.evidence,
     ...(o.exitCode !== undefined && !keepExit ? { exitCode: o.exitCode } : {}),
     ...(o.oomKilled !== undefined ? { oomKilled: o.oomKilled } : {}),
     ...(o.restartCount !== undefined ? { restartCount: o.restartCount } : {}),
     ...(o.startedAt !== undefined ? { startedAt: o.startedAt } : {}),
     ...(o.finishedAt !== undefined ? { finishedAt: o.finishedAt } : {}),
   };
-  return { ...r, actualState: o.state, runtimeId: o.runtimeId, ...(o.type === 'container' ? { container } : {}) };
+  return { ...next, evidence };
 }

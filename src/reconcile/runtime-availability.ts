@@ -1,6 +1,5 @@
 import type { Logger } from '../log.js';
 import type { RuntimeHealth, RuntimeName } from '../runtimes/runtime.js';
-import type { WorkloadType } from '../spec/desired-state.js';
 
 /**
  * Says once, at WARN with the reason, that a runtime a desired workload needs is down, and once at
@@ -15,8 +14,8 @@ export class RuntimeAvailabilityLog {
 
   note(
     health: ReadonlyMap<RuntimeName, RuntimeHealth>,
-    runtimes: readonly { name: RuntimeName; types: readonly WorkloadType[] }[],
-    desired: readonly { id: string; type: WorkloadType }[],
+    runtimes: readonly { name: RuntimeName; types: readonly { type: string }[] }[],
+    desired: readonly { id: string; type: string }[],
   ): void {
     for (const rt of runtimes) {
       const h = health.get(rt.name);
@@ -29,7 +28,7 @@ export class RuntimeAvailabilityLog {
         continue;
       }
       if (this.reported.has(rt.name)) continue;
-      const needing = desired.filter((w) => rt.types.includes(w.type)).map((w) => w.id);
+      const needing = desired.filter((w) => rt.types.some((t) => t.type === w.type)).map((w) => w.id);
       if (needing.length === 0) continue;
       this.reported.set(rt.name, h.reason);
       this.logger.warn(

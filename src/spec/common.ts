@@ -68,3 +68,37 @@ export const retryPolicy = v.pipe(
   v.description('Retry policy for transient failures; missing keys take the config defaults.'),
 );
 export type RetryPolicy = v.InferOutput<typeof retryPolicy>;
+
+const d = v.description;
+
+const revision = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9._-]{1,64}$/, 'revision must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+  d('Publisher-chosen revision; a change forces a recreate even when the spec is equal.'),
+);
+
+const desiredStateValue = v.pipe(
+  v.optional(v.picklist(['running', 'stopped'], 'desiredState must be running or stopped')),
+  d('running (default) or stopped. stopped keeps the workload, stopped.'),
+);
+
+/** The fields every workload has, whatever its type. */
+export const workloadFields = {
+  id: v.pipe(workloadId, d('Unique workload id on this node.')),
+  revision: v.optional(revision),
+  desiredState: desiredStateValue,
+  retry: v.pipe(v.optional(retryPolicy), d('Retry policy for transient failures.')),
+  retryToken: v.pipe(
+    v.optional(v.pipe(v.string(), v.maxLength(128, 'retryToken is longer than 128'))),
+    d('Changing it restarts the retry budget of a failed workload.'),
+  ),
+};
+
+/** A workload schema of one type: the common fields, the type literal and that type's spec schema. */
+export function workloadSchema<T extends string, S extends v.GenericSchema>(type: T, spec: S, about: { type: string; spec: string }) {
+  return v.strictObject({
+    ...workloadFields,
+    type: v.pipe(v.literal(type), d(about.type)),
+    spec: v.pipe(spec, d(about.spec)),
+  });
+}

@@ -1,8 +1,6 @@
 import * as v from 'valibot';
-import { positiveInt, retryPolicy, safeName, workloadId } from './common.js';
-import { containerSpec } from './container.js';
-import { composeSpec } from './compose.js';
-import { vmSpec } from './vm.js';
+import { positiveInt, safeName } from './common.js';
+import { BUILTIN_TYPE_NAMES, WORKLOAD_SCHEMAS } from '../runtimes/registry.js';
 
 const d = v.description;
 
@@ -13,45 +11,7 @@ export const NODE_ID_PATTERN = /^(?:\*|[A-Za-z0-9][A-Za-z0-9._-]{0,252})$/;
 /** The nodeId that a local (file://) desired-state document may use to mean "this host, whatever its id". */
 export const ANY_NODE_ID = '*';
 
-const revision = v.pipe(
-  v.string(),
-  v.regex(/^[A-Za-z0-9._-]{1,64}$/, 'revision must be 1-64 characters of A-Z a-z 0-9 . _ -'),
-  d('Publisher-chosen revision; a change forces a recreate even when the spec is equal.'),
-);
-
-const desiredStateValue = v.pipe(
-  v.optional(v.picklist(['running', 'stopped'], 'desiredState must be running or stopped')),
-  d('running (default) or stopped. stopped keeps the workload, stopped.'),
-);
-
-const common = {
-  id: v.pipe(workloadId, d('Unique workload id on this node.')),
-  revision: v.optional(revision),
-  desiredState: desiredStateValue,
-  retry: v.pipe(v.optional(retryPolicy), d('Retry policy for transient failures.')),
-  retryToken: v.pipe(
-    v.optional(v.pipe(v.string(), v.maxLength(128, 'retryToken is longer than 128'))),
-    d('Changing it restarts the retry budget of a failed workload.'),
-  ),
-};
-
-export const containerWorkload = v.strictObject({
-  ...common,
-  type: v.pipe(v.literal('container'), d('A single Docker container.')),
-  spec: v.pipe(containerSpec, d('Container settings (image, command, env, ports, mounts, limits, ...).')),
-});
-export const composeWorkload = v.strictObject({
-  ...common,
-  type: v.pipe(v.literal('compose'), d('A compose app (native engine on the Docker API).')),
-  spec: v.pipe(composeSpec, d('The compose project and its file.')),
-});
-export const vmWorkload = v.strictObject({
-  ...common,
-  type: v.pipe(v.literal('vm'), d('A libvirt virtual machine.')),
-  spec: v.pipe(vmSpec, d('Virtual machine settings (CPUs, memory, disks, networks, cloud-init, login).')),
-});
-
-export const workload = v.variant('type', [containerWorkload, composeWorkload, vmWorkload], 'type must be container, compose or vm');
+export const workload = v.variant('type', WORKLOAD_SCHEMAS, `type must be ${typeNames()}`);
 
 export const volumeDecl = v.strictObject({
   name: v.pipe(safeName('volume name'), d('Volume name.')),
@@ -136,8 +96,15 @@ export const desiredStateDocument = v.pipe(
 
 export type DesiredStateDocument = v.InferOutput<typeof desiredStateDocument>;
 export type Workload = v.InferOutput<typeof workload>;
-export type ContainerWorkload = v.InferOutput<typeof containerWorkload>;
-export type ComposeWorkload = v.InferOutput<typeof composeWorkload>;
-export type VmWorkload = v.InferOutput<typeof vmWorkload>;
+export { containerWorkload, type ContainerWorkload } from '../runtimes/docker/spec.js';
+export { composeWorkload, type ComposeWorkload } from '../runtimes/compose/spec.js';
+export { vmWorkload, type VmWorkload } from '../runtimes/libvirt/spec.js';
+/** The built-in workload types; generic code uses `string` (src/runtimes/registry.ts knows which exist). */
 export type WorkloadType = Workload['type'];
-export const WORKLOAD_TYPES: readonly WorkloadType[] = ['container', 'compose', 'vm'];
+export const WORKLOAD_TYPES: readonly WorkloadType[] = BUILTIN_TYPE_NAMES;
+
+/** "container, compose or vm": the registry's type names in words. */
+function typeNames(): string {
+  const n = [...BUILTIN_TYPE_NAMES];
+  return n.length <= 1 ? n.join('') : `${n.slice(0, -1).join(', ')} or ${n.at(-1)}`;
+}

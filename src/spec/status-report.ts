@@ -1,5 +1,6 @@
 import * as v from 'valibot';
-import { ERROR_CODES, type ErrorCode } from '../errors/codes.js';
+import { errorCode, errorSummarySchema } from './error-summary.js';
+import { BUILTIN_TYPE_NAMES, BUILTIN_TYPES } from '../runtimes/registry.js';
 import { API_VERSION } from './desired-state.js';
 
 const d = v.description;
@@ -23,22 +24,20 @@ export const ACTUAL_STATES = ['running', 'stopped', 'exited', 'created', 'paused
 export type ActualState = (typeof ACTUAL_STATES)[number];
 
 const isoTime = v.pipe(v.string(), v.isoTimestamp('must be an ISO 8601 timestamp'));
-const errorCode = v.picklist(Object.keys(ERROR_CODES) as ErrorCode[]);
 
-export const errorSummarySchema = v.object({
-  code: v.pipe(errorCode, d('Error code from the closed set.')),
-  message: v.pipe(v.string(), d('The exact runtime message.')),
-  userMessage: v.pipe(v.string(), d('What it means for a person.')),
-  transient: v.pipe(v.boolean(), d('Retried with backoff when true.')),
-  details: v.pipe(
-    v.optional(v.record(v.string(), v.union([v.string(), v.number(), v.boolean()]))),
-    d('Extra facts about the error (e.g. the port in conflict); never secrets.'),
-  ),
-});
+
+/** The report blocks of the built-in types, as optional entries of a workload's status. */
+function reportBlocks(): Record<string, v.GenericSchema> {
+  const out: Record<string, v.GenericSchema> = {};
+  for (const t of BUILTIN_TYPES.all()) if (t.report) out[t.report.key] = v.pipe(v.optional(t.report.schema), d(t.report.description));
+  return out;
+}
+
+export { errorSummarySchema };
 
 const workloadStatus = v.object({
   id: v.pipe(v.string(), d('Workload id from the desired state (or from the labels of a resource being removed).')),
-  type: v.pipe(v.picklist(['container', 'compose', 'vm']), d('Workload type.')),
+  type: v.pipe(v.picklist(BUILTIN_TYPE_NAMES), d('Workload type.')),
   revision: v.pipe(v.optional(v.string()), d('Revision of the spec the status describes.')),
   desiredState: v.pipe(v.picklist(['running', 'stopped', 'absent']), d('What the agent is driving towards; absent while a removed workload is torn down.')),
   actualState: v.pipe(v.picklist(ACTUAL_STATES), d('What the runtime reports.')),
@@ -70,49 +69,8 @@ const workloadStatus = v.object({
     ),
     d('Recent failures, newest last (bounded).'),
   ),
-  container: v.pipe(
-    v.optional(
-      v.object({
-        exitCode: v.pipe(v.optional(v.nullable(v.number())), d('Exit code of the last run; null while running.')),
-        oomKilled: v.pipe(v.optional(v.boolean()), d('Whether the kernel killed it for exceeding its memory limit.')),
-        restartCount: v.pipe(v.optional(v.number()), d('Restarts by the Docker restart policy.')),
-        startedAt: v.pipe(v.optional(v.nullable(v.string())), d('When the container last started (as Docker reports it).')),
-        finishedAt: v.pipe(v.optional(v.nullable(v.string())), d('When the container last stopped (as Docker reports it).')),
-        logTail: v.pipe(v.optional(v.array(v.string())), d('Last log lines, included when the container failed.')),
-      }),
-    ),
-    d('Container facts (container workloads).'),
-  ),
-  vm: v.pipe(
-    v.optional(
-      v.object({
-        interfaces: v.pipe(
-          v.array(
-            v.object({
-              mac: v.pipe(v.string(), d('MAC address of the interface.')),
-              ips: v.pipe(v.array(v.string()), d('Addresses in CIDR form, e.g. 10.0.0.5/24.')),
-              source: v.pipe(v.optional(v.picklist(['agent', 'lease', 'arp'])), d('Where the addresses came from: guest agent, DHCP lease or ARP table; absent while none is known.')),
-            }),
-          ),
-          d('Network interfaces and their addresses.'),
-        ),
-        login: v.pipe(
-          v.optional(
-            v.object({
-              username: v.pipe(v.string(), d('User created by cloud-init.')),
-              ssh: v.pipe(v.optional(v.string()), d('Ready-to-use ssh command line.')),
-              sshKeyFingerprints: v.pipe(v.optional(v.array(v.string())), d('SHA256 fingerprints of the authorized keys.')),
-              console: v.pipe(v.optional(v.string()), d('How to reach the console (e.g. a virsh console command or VNC address).')),
-              password: v.pipe(v.optional(v.string()), d('Generated password; present only when the spec sets login.reportPassword.')),
-            }),
-          ),
-          d('How a person logs in.'),
-        ),
-        warning: v.pipe(v.optional(v.nullable(errorSummarySchema)), d('A problem that does not stop the VM, e.g. VM_NO_IP while it keeps looking for an address.')),
-      }),
-    ),
-    d('Virtual machine facts (vm workloads).'),
-  ),
+  // Each type's own block (`container`, `vm`, ...), from its runtime's type descriptor.
+  ...reportBlocks(),
   updatedAt: v.pipe(v.optional(isoTime), d('When this entry last changed.')),
 });
 
@@ -161,5 +119,6 @@ export const statusReport = v.pipe(
   d('The full status snapshot a node pushes.'),
 );
 
-export type StatusReport = v.InferOutput<typeof statusReport>;
-export type WorkloadStatus = v.InferOutput<typeof workloadStatus>;
+export type StatusReport = Omit<v.InferOutput<typeof statusReport>, 'workloads'> & { workloads: WorkloadStatus[] };
+/** A workload's entry; type blocks (`container`, `vm`, ...) are keyed by their descriptor's report key. */
+export type WorkloadStatus = Omit<v.InferOutput<typeof workloadStatus>, 'type'> & { type: string; [block: string]: unknown };

@@ -1,3 +1,5 @@
+import { BUILTIN_TYPES, type TypeRegistry } from '../runtimes/registry.js';
+import type { RuntimeState } from '../runtimes/runtime.js';
 import { API_VERSION } from '../spec/desired-state.js';
 import { isExpired } from '../trust/desired-state-trust.js';
 import type { StatusReport, WorkloadStatus } from '../spec/status-report.js';
@@ -13,13 +15,15 @@ export interface ReportInputs {
   runtimes: Record<string, string>;
   capacity?: Record<string, number>;
   now: Date;
-  /** The `vm` block of a vm workload (addresses, login), from the libvirt runtime. */
-  vm?: (workloadId: string) => WorkloadStatus['vm'] | undefined;
+  /** The workload types (default the built-in ones): each brings its block of a workload's entry. */
+  types?: TypeRegistry;
+  /** What a type's runtime knows of a workload without an engine call (Runtime.live), for its block. */
+  live?: (type: string, workloadId: string, state: RuntimeState | undefined) => unknown;
   /** Size bound of the report (default REPORT_MAX_BYTES). */
   maxBytes?: number;
 }
 
-function workloadStatus(r: WorkloadRecord): WorkloadStatus {
+function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry): WorkloadStatus {
   const s: WorkloadStatus = {
     id: r.id,
     type: r.type,
@@ -35,13 +39,18 @@ function workloadStatus(r: WorkloadRecord): WorkloadStatus {
   if (r.revision !== undefined) s.revision = r.revision;
   if (r.runtimeId !== undefined) s.runtimeId = r.runtimeId;
   if (r.specHash !== undefined) s.specHash = r.specHash;
-  if (r.container) s.container = r.container;
+  const block = types.get(r.type)?.report;
+  if (block) {
+    const value = block.build({ evidence: r.evidence, runtimeState: r.runtimeState, live: i.live?.(r.type, r.id, r.runtimeState) });
+    if (value) s[block.key] = value;
+  }
   return s;
 }
 
 /** The full snapshot: the central side never needs an earlier report to understand this one. */
 export function buildStatusReport(i: ReportInputs): StatusReport {
   const desired = i.data.desired?.document;
+  const types = i.types ?? BUILTIN_TYPES;
   const records = Object.values(i.data.records).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const report: StatusReport = {
     apiVersion: API_VERSION,
@@ -60,15 +69,10 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
       desiredExpired: isExpired(desired, i.now.getTime()),
       signedBy: i.data.desired?.signedBy ?? [],
     },
-    workloads: records.map((r) => {
-      const s = workloadStatus(r);
-      const vm = r.type === 'vm' ? i.vm?.(r.id) : undefined;
-      if (vm) s.vm = vm;
-      return s;
-    }),
+    workloads: records.map((r) => workloadStatus(r, i, types)),
   };
   if (i.capacity) report.node.capacity = i.capacity;
-  return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES);
+  return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES, types);
 }
 
 /** A report stays under this size, whatever the number of failing workloads (1 MiB with headroom). */
@@ -80,15 +84,15 @@ const shorten = (s: string, max: number) => (s.length > max ? `${s.slice(0, Math
  * Keeps the report within `maxBytes`. Each record is bounded already (records.ts: 20 failures, each
  * message ≤ 512 bytes, error ≤ 4 KiB, log tail ≤ 20 lines / 4 KiB); this is the last line of defence
  * when many workloads fail at once. Evidence goes in order of least value: older history messages
- * shortened, log tails cut to 5 lines, history cut to the last 5, current error messages shortened.
+ * shortened, each type's block shrunk by its descriptor, history cut to the last 5, current error messages shortened.
  * Phases, codes and counts always stay.
  */
-export function fitReport(report: StatusReport, maxBytes: number): StatusReport {
+export function fitReport(report: StatusReport, maxBytes: number, types: TypeRegistry = BUILTIN_TYPES): StatusReport {
   const size = () => Buffer.byteLength(JSON.stringify(report), 'utf8');
   if (size() <= maxBytes) return report;
   const steps: ((w: WorkloadStatus) => void)[] = [
     (w) => void (w.failures = w.failures?.map((f, i, all) => (i < all.length - 1 ? { ...f, message: shorten(f.message, 160) } : f))),
-    (w) => void (w.container?.logTail && (w.container = { ...w.container, logTail: w.container.logTail.slice(-5).map((l) => shorten(l, 200)) })),
+    (w) => shrinkBlock(w, types),
     (w) => void (w.failures = w.failures?.slice(-5)),
     (w) => void (w.error && (w.error = { ...w.error, message: shorten(w.error.message, 512) })),
     (w) => void (w.failures = w.failures?.slice(-1)),
@@ -98,4 +102,12 @@ export function fitReport(report: StatusReport, maxBytes: number): StatusReport 
     if (size() <= maxBytes) break;
   }
   return report;
+}
+
+/** A type's own block cut down by its descriptor (e.g. a log tail to five short lines). */
+function shrinkBlock(w: WorkloadStatus, types: TypeRegistry): void {
+  const block = types.get(w.type)?.report;
+  const value = block ? w[block.key] : undefined;
+  if (!block?.shrink || typeof value !== 'object' || value === null || Array.isArray(value)) return;
+  w[block.key] = block.shrink(value as Record<string, unknown>);
 }

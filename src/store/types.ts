@@ -1,5 +1,6 @@
 import type { ErrorCode, ErrorSummary } from '../errors/index.js';
-import type { DesiredStateDocument, WorkloadType } from '../spec/desired-state.js';
+import type { ExitEvidence, RuntimeState } from '../runtimes/runtime.js';
+import type { DesiredStateDocument } from '../spec/desired-state.js';
 import type { ActualState, Phase } from '../spec/status-report.js';
 
 /**
@@ -29,7 +30,8 @@ export interface RetryState {
 /** What the store keeps per workload: what was intended and what happened. */
 export interface WorkloadRecord {
   id: string;
-  type: WorkloadType;
+  /** The workload type (a name the type registry knows). */
+  type: string;
   revision: string | undefined;
   /** Hash of the canonical spec that was last applied successfully (or attempted, see lastAttemptHash). */
   specHash: string | undefined;
@@ -48,16 +50,12 @@ export interface WorkloadRecord {
   error: ErrorSummary | null;
   retry: RetryState;
   failures: FailureEntry[];
-  container?: {
-    exitCode?: number | null;
-    oomKilled?: boolean;
-    restartCount?: number;
-    startedAt?: string | null;
-    finishedAt?: string | null;
-    logTail?: string[];
-  };
-  /** Runtime-specific durable data (e.g. a VM's generated password). Never logged. */
-  secrets?: Record<string, string>;
+  /** Crash evidence the engine reported (types whose capabilities say exitEvidence); the report block shows it. */
+  evidence?: ExitEvidence;
+  /** What the runtime keeps across restarts (e.g. a VM's generated password): opaque, versioned. Never logged. */
+  runtimeState?: RuntimeState;
+  /** An engine state that is neither running nor stopped, and since when (the planner waits, then repairs). */
+  engineState?: { runtimeId: string; state: string; since: string };
   updatedAt: string;
   phaseSince: string;
 }
@@ -88,7 +86,10 @@ export interface StoreData {
   records: Record<string, WorkloadRecord>;
   sync: SyncState;
   reporter: { seq: number };
-  /** Generated VM passwords by workload id (login.generatePassword); the file is 0600. Never logged. */
+  /**
+   * Generated VM passwords of agents before runtimeState (login.generatePassword); read once into the
+   * records' runtimeState by the runtime that owns them, then dropped. Never logged.
+   */
   vmSecrets?: Record<string, { password: string }>;
 }
 

@@ -171,10 +171,12 @@ describe('agent with VMs on a real libvirtd, an HTTPS fleet server and a TCG gue
     assert.equal(lease.hostname, hostname, 'the guest used local-hostname from the seed ISO as its DHCP hostname');
     assert.equal(lease.mac, w.vm?.interfaces[0]?.mac);
 
-    // The generated password is kept in the store (0600) and neither reported (reportPassword unset) nor logged.
+    // The generated password is kept in the store (0600), in the record's runtime state, and neither
+    // reported (reportPassword unset) nor logged.
     const statePath = join(dir, 'state', 'state.json');
-    await waitFor('the password in the store', async () => JSON.parse(await readFile(statePath, 'utf8')).vmSecrets?.vm1?.password, 10_000);
-    const password = (JSON.parse(await readFile(statePath, 'utf8')) as { vmSecrets: Record<string, { password: string }> }).vmSecrets.vm1!.password;
+    type State = { records: Record<string, { runtimeState?: { version: number; data: { password?: string } } }> };
+    const readPassword = async () => (JSON.parse(await readFile(statePath, 'utf8')) as State).records.vm1?.runtimeState?.data.password;
+    const password = await waitFor('the password in the store', readPassword, 10_000);
     assert.equal((await stat(statePath)).mode & 0o777, 0o600);
     assert.ok(!JSON.stringify(ctx.server!.reports(nodeId)).includes(password), 'the password is not in any report');
     assert.ok(!ctx.agent.dump().includes(password), 'the password is not logged');

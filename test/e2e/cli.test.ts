@@ -127,5 +127,39 @@ describe('persys-agent one-shot commands', () => {
       const list = await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } });
       assert.deepEqual(list.map((c) => c.Id), [existing.id]);
     });
+
+    it('shows POLICY_DENIED for a privileged container (a deny step, not a create), and touches nothing', async () => {
+      const desired = join(dir, 'plan-policy.json');
+      await writeFile(
+        desired,
+        JSON.stringify(
+          doc(nodeId, [
+            { id: 'priv', type: 'container', spec: { image: 'persys-test/busybox:1', security: { privileged: true } } },
+            { id: 'hostnet', type: 'container', spec: { image: 'persys-test/busybox:1', network: { mode: 'host' } } },
+            { id: 'fine', type: 'container', spec: { image: 'persys-test/busybox:1' } },
+          ]),
+        ),
+      );
+      const env = { PERSYS_NODE_ID: nodeId, PERSYS_STATE_DIR: join(dir, 'plan-policy-state'), PERSYS_DOCKER_NAME_PREFIX: prefix, PERSYS_LIBVIRT_ENABLED: 'false' };
+      const before = await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } });
+      const j = await cli(['plan', '--desired', desired, '--json'], env);
+      assert.equal(j.code, 0, j.stderr);
+      const parsed = JSON.parse(j.stdout) as { steps: { kind: string; target: string; workloadId: string; reason: string; code?: string; violations?: string[] }[] };
+      const byId = new Map(parsed.steps.map((s) => [s.workloadId, s]));
+      assert.equal(byId.get('priv')?.kind, 'deny');
+      assert.equal(byId.get('priv')?.code, 'POLICY_DENIED');
+      assert.equal(byId.get('priv')?.target, 'workload');
+      assert.deepEqual(byId.get('priv')?.violations, ['spec.security.privileged: privileged containers are denied on this host (policy.allowPrivileged)']);
+      assert.match(byId.get('priv')?.reason ?? '', /^POLICY_DENIED: spec\.security\.privileged/);
+      assert.equal(byId.get('hostnet')?.kind, 'deny');
+      assert.equal(byId.get('fine')?.kind, 'create');
+      const text = await cli(['plan', '--desired', desired], env);
+      assert.match(text.stdout, /deny\s+priv\s+POLICY_DENIED: spec\.security\.privileged/);
+      // Allowed by the host's config: planned as a create.
+      const allowed = await cli(['plan', '--desired', desired, '--json'], { ...env, PERSYS_POLICY_ALLOW_PRIVILEGED: 'true' });
+      assert.equal((JSON.parse(allowed.stdout) as typeof parsed).steps.find((s) => s.workloadId === 'priv')?.kind, 'create');
+      const after = await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } });
+      assert.deepEqual(after.map((c) => c.Id).sort(), before.map((c) => c.Id).sort(), 'nothing changed on the engine');
+    });
   });
 });

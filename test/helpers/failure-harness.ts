@@ -80,7 +80,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     ...(opts.now ? { now: opts.now } : {}),
     ...(opts.pauseAfterCreateMs !== undefined ? { pauseAfterCreateMs: opts.pauseAfterCreateMs } : {}),
   });
-  const loop = new ReconcileLoop({ store, runtimes: [rt], executor, logger, ...(opts.now ? { now: opts.now } : {}) });
+  const loop = new ReconcileLoop({ store, runtimes: [rt], executor, logger, policy: merged.policy, ...(opts.now ? { now: opts.now } : {}) });
   const docker = new Dockerode({ socketPath });
   const abort = new AbortController();
   let generation = 0;

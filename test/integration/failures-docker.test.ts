@@ -239,8 +239,8 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
     assert.equal(r.phase, 'Failed');
     assert.equal(r.error?.code, 'CONTAINER_EXITED');
     assert.equal(r.error?.message, 'exited with code 3');
-    assert.equal(r.container?.exitCode, 3);
-    assert.deepEqual(r.container?.logTail, ['bye']);
+    assert.equal(r.evidence?.exitCode, 3);
+    assert.deepEqual(r.evidence?.logTail, ['bye']);
     const id = r.runtimeId;
     await h.cycle();
     const again = (await h.containers()).filter((c) => c.Labels['dev.persys.workload-id'] === 'job');
@@ -256,7 +256,7 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
     const r = h.record('once')!;
     assert.equal(r.phase, 'Completed');
     assert.equal(r.error, null);
-    assert.equal(r.container?.exitCode, 0);
+    assert.equal(r.evidence?.exitCode, 0);
   });
 
   it('OUT_OF_MEMORY: 200 MB into a 16 MiB limit -> OOMKilled, exit 137, Failed with the evidence', async () => {
@@ -267,11 +267,11 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
     const r = h.record('oom')!;
     assert.equal(r.phase, 'Failed');
     assert.equal(r.error?.code, 'OUT_OF_MEMORY', JSON.stringify(r));
-    assert.equal(r.container?.oomKilled, true);
-    assert.equal(r.container?.exitCode, 137);
+    assert.equal(r.evidence?.oomKilled, true);
+    assert.equal(r.evidence?.exitCode, 137);
     assert.match(r.error?.message ?? '', /^exited with code 137 \(OOMKilled/);
-    assert.ok(r.container?.logTail?.includes('allocating'));
-    assert.ok(!r.container?.logTail?.includes('survived'));
+    assert.ok(r.evidence?.logTail?.includes('allocating'));
+    assert.ok(!r.evidence?.logTail?.includes('survived'));
   });
 
   it('CRASH_LOOP: unless-stopped and `echo boom; exit 3` -> CrashLoop with exit code 3, restarts and the line boom; the agent does not fight the restart policy', async () => {
@@ -284,15 +284,15 @@ describe('error translation and cleanup on the real dockerd (issue 3)', { skip, 
         const rec = h.record('crash');
         // The exit code is only visible while Docker waits to restart it (a running container reports 0),
         // so the evidence may take a few cycles to be complete.
-        return rec?.phase === 'CrashLoop' && (rec.container?.restartCount ?? 0) >= 2 && rec.container?.exitCode === 3 && rec.container.logTail?.includes('boom') ? rec : undefined;
+        return rec?.phase === 'CrashLoop' && (rec.evidence?.restartCount ?? 0) >= 2 && rec.evidence?.exitCode === 3 && rec.evidence.logTail?.includes('boom') ? rec : undefined;
       },
       30_000,
       300,
     );
     assert.equal(r.error?.code, 'CRASH_LOOP');
-    assert.equal(r.container?.exitCode, 3);
+    assert.equal(r.evidence?.exitCode, 3);
     assert.match(r.error?.message ?? '', /^exited with code 3; restarted \d+ times by the restart policy$/);
-    assert.ok((r.container?.logTail?.length ?? 0) <= 20);
+    assert.ok((r.evidence?.logTail?.length ?? 0) <= 20);
     assert.ok(r.failures.some((f) => f.code === 'CRASH_LOOP'), 'each new exit is in the history');
     assert.equal(r.retry.attempts, 0, "Docker's restarts are not the agent's attempts");
     const list = (await h.containers()).filter((c) => c.Labels['dev.persys.workload-id'] === 'crash');

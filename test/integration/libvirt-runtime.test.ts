@@ -26,7 +26,7 @@ import { specHash } from '../../src/reconcile/canonical.js';
 import { domainUuid } from '../../src/runtimes/libvirt/ids.js';
 import { LibvirtRuntime } from '../../src/runtimes/libvirt/libvirt-runtime.js';
 import { keyFingerprint } from '../../src/runtimes/libvirt/ssh-keys.js';
-import type { ObservedWorkload, RuntimeEvent } from '../../src/runtimes/runtime.js';
+import type { ObservedWorkload, RuntimeEvent, RuntimeState } from '../../src/runtimes/runtime.js';
 import { vmWorkload, type VmWorkload } from '../../src/spec/desired-state.js';
 import { waitFor } from '../helpers/agent-process.js';
 import { requireEngine, testNodeId } from '../helpers/engines.js';
@@ -77,11 +77,15 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
       },
       ...extra,
     });
-  const ctxOf = (w: VmWorkload, ms = 180_000) => ({ nodeId, specHash: specHash(w), signal: AbortSignal.timeout(ms) });
+  // What the executor keeps in each record: the runtime's state (the generated password).
+  const states = new Map<string, RuntimeState>();
+  const ctxOf = (w: VmWorkload, ms = 180_000) => ({ nodeId, specHash: specHash(w), runtimeState: states.get(w.id), signal: AbortSignal.timeout(ms) });
   const createOnly = async (w: VmWorkload): Promise<ObservedWorkload> => {
     const ctx = ctxOf(w);
     await rt.prepare(w, ctx);
-    return rt.create(w, ctx);
+    const created = await rt.create(w, ctx);
+    if (created.runtimeState) states.set(w.id, created.runtimeState);
+    return created;
   };
   const apply = async (w: VmWorkload): Promise<ObservedWorkload> => {
     const o = await createOnly(w);
@@ -192,7 +196,7 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     assert.equal(mine?.specHash, specHash(w));
 
     const status = await waitFor('an IPv4 for vm a', () => {
-      const s = rt.vmStatus('a');
+      const s = rt.vmStatus('a', states.get('a'));
       return s?.interfaces[0]?.ips.some((x) => !x.includes(':')) ? s : undefined;
     }, 60_000, 500);
     const bootToIp = (Date.now() - started) / 1000;
@@ -228,30 +232,31 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     assert.equal((await rt.inspect(a))?.state, 'stopped');
     assert.match((await virsh('domstate', a.name, '--reason')).trim(), /^shut off \(shutdown\)$/);
     assert.match(await consoleLog(a.name), /persys-guest: power button, powering off/);
-    await waitFor('the address is dropped', () => rt.vmStatus('a')?.interfaces[0]?.ips.length === 0, 10_000);
+    await waitFor('the address is dropped', () => rt.vmStatus('a', states.get('a'))?.interfaces[0]?.ips.length === 0, 10_000);
     await rt.start(a, AbortSignal.timeout(60_000));
   });
 
   it('a revision change redefines the same domain, keeps its disk and password, and boots the new seed', async () => {
     const disk = join(vmDir(a.name), 'disk-root.qcow2');
     const inode = (await stat(disk)).ino;
-    const password = rt.vmStatus('a')?.login?.password;
+    const password = rt.vmStatus('a', states.get('a'))?.login?.password;
     const w2 = vm('a', { hostname, login: { username: 'alice', sshAuthorizedKeys: [KEY], generatePassword: true, reportPassword: true } }, { revision: '2' });
     // What the executor does for a recreate: prepare the new spec, stop and remove the old domain, create and start.
     const ctx = ctxOf(w2);
     await rt.prepare(w2, ctx);
     await rt.stop(a, ctx.signal);
-    await rt.remove(a, ctx.signal);
+    await rt.remove(a, ctx.signal, 'replace');
     assert.equal((await stat(disk)).ino, inode, 'the disk survived the remove of a recreate');
     const b = await rt.create(w2, ctx);
+    assert.equal(b.runtimeState?.data.password, states.get('a')?.data.password, 'create hands back the kept password');
     await rt.start(b, ctx.signal);
     assert.equal(b.runtimeId, a.runtimeId, 'same UUID: a redefinition');
     assert.equal(b.revision, '2');
     assert.equal((await stat(disk)).ino, inode, 'the disk was reused');
     await waitFor('the guest booted the revision-2 seed', async () => /instance-id=iid-a-2-/.test(await consoleLog(b.name)), 60_000, 500);
-    await waitFor('an IPv4 again', () => rt.vmStatus('a')?.interfaces[0]?.ips.length, 60_000, 500);
-    assert.equal(rt.vmStatus('a')?.login?.password, password, 'the generated password stays');
-    assert.equal(rt.vmStatus('a')?.interfaces[0]?.ips[0]?.replace(/\/\d+$/, ''), ip, 'the derived MAC keeps the lease');
+    await waitFor('an IPv4 again', () => rt.vmStatus('a', states.get('a'))?.interfaces[0]?.ips.length, 60_000, 500);
+    assert.equal(rt.vmStatus('a', states.get('a'))?.login?.password, password, 'the generated password stays');
+    assert.equal(rt.vmStatus('a', states.get('a'))?.interfaces[0]?.ips[0]?.replace(/\/\d+$/, ''), ip, 'the derived MAC keeps the lease');
     a = b;
   });
 
@@ -291,7 +296,7 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
       const took = (Date.now() - t0) / 1000;
       assert.ok(took >= 3 && took < 15, `destroyed after the 3 s timeout (took ${took} s)`);
       assert.match((await virsh('domstate', s.name, '--reason')).trim(), /^shut off \(destroyed\)$/);
-      await quick.remove(s, AbortSignal.timeout(60_000));
+      await quick.remove(s, AbortSignal.timeout(60_000), 'removed-from-desired');
     } finally {
       await quick.close();
     }
@@ -303,7 +308,7 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     assert.equal(b.state, 'created');
     assert.ok(await exists(join(vmDir(b.name), 'disk-root.qcow2')));
     assert.ok(await exists(join(vmDir(b.name), 'seed.iso')));
-    await rt.remove(b, AbortSignal.timeout(60_000));
+    await rt.remove(b, AbortSignal.timeout(60_000), 'removed-from-desired');
     assert.ok(!(await domainNames()).includes(b.name), 'domain undefined');
     assert.ok(!(await exists(join(vmDir(b.name), 'disk-root.qcow2'))), 'disk deleted');
     assert.ok(!(await exists(join(vmDir(b.name), 'seed.iso'))), 'seed deleted');
@@ -311,18 +316,18 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     assert.equal((await rt.observe()).some((o) => o.workloadId === 'b'), false);
 
     // Removing the running VM a (no recreate under way) takes its disk and console log too.
-    await rt.remove(a, AbortSignal.timeout(60_000));
+    await rt.remove(a, AbortSignal.timeout(60_000), 'removed-from-desired');
     assert.ok(!(await domainNames()).includes(a.name));
     assert.ok(!(await exists(vmDir(a.name))), 'the VM directory is gone');
     assert.equal(await consoleLog(a.name), '');
-    assert.equal(rt.vmStatus('a'), undefined);
+    assert.equal(rt.vmStatus('a', states.get('a')), undefined);
   });
 
   it('a start that libvirt refuses is VM_START_FAILED with its exact message', async () => {
     const w = vm('c', { networks: [{ network: `persys-no-such-net-${hex}` }] });
     const c = await createOnly(w);
     await assert.rejects(rt.start(c, AbortSignal.timeout(60_000)), isCode('VM_START_FAILED', new RegExp(`Network not found: no network with matching name 'persys-no-such-net-${hex}'`)));
-    await rt.remove(c, AbortSignal.timeout(60_000));
+    await rt.remove(c, AbortSignal.timeout(60_000), 'removed-from-desired');
   });
 
   it('a definition libvirt refuses is VM_DEFINE_FAILED with its exact message, and leaves no files', async () => {
@@ -374,6 +379,6 @@ describe('libvirt runtime on a real libvirtd with a TCG guest', { skip, timeout:
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', join(dir, 'images', 'base.qcow2'), join(dir, 'images', 'overlay.qcow2')]);
     await assert.rejects(createOnly(vm('i', { disks: [{ name: 'root', image: { path: join(dir, 'images', 'overlay.qcow2') } }] })), isCode('INVALID_SPEC', /backing file/));
     assert.equal((await domainNames()).includes(`${prefix}i`), false);
-    for (const o of [local, g, h]) await rt.remove(o, AbortSignal.timeout(60_000));
+    for (const o of [local, g, h]) await rt.remove(o, AbortSignal.timeout(60_000), 'removed-from-desired');
   });
 });

@@ -1,16 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import {
-  CONTAINER_SPEC_FIELDS,
-  canonicalContainerSpec,
-  canonicalSpec,
-  describeSpecChanges,
-  hashCanonical,
-  normalizeImageRef,
-  specHash,
-  stableStringify,
-} from '../../src/reconcile/canonical.js';
+import { canonicalSpec, hashCanonical, specHash, stableStringify } from '../../src/reconcile/canonical.js';
+import { CONTAINER_SPEC_FIELDS, canonicalContainerSpec, normalizeImageRef } from '../../src/runtimes/docker/canonical.js';
+import { containerType } from '../../src/runtimes/docker/type.js';
+import { vmType } from '../../src/runtimes/libvirt/type.js';
+
+/** Container specs are worded by the container type; anything else (VM-shaped objects) by the VM type. */
+const describeSpecChanges = (a: unknown, b: unknown): string[] =>
+  (typeof b === 'object' && b !== null && 'image' in b ? containerType : vmType).describeChanges(a, b);
 import type { ContainerSpec } from '../../src/spec/container.js';
 import type { ComposeWorkload, ContainerWorkload, VmWorkload, Workload } from '../../src/spec/desired-state.js';
 

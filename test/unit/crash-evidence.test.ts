@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { exitError, isCrashLooping, newRecord, phaseFromObserved, withObserved } from '../../src/reconcile/records.js';
+import { containerType } from '../../src/runtimes/docker/type.js';
 import { parseExitCode } from '../../src/runtimes/docker/docker-runtime.js';
 import type { ObservedWorkload } from '../../src/runtimes/runtime.js';
 import type { Workload } from '../../src/spec/desired-state.js';
@@ -50,14 +51,14 @@ describe('crash evidence', () => {
 
   it('a crash-looping container seen running keeps the last exit code it was seen with', () => {
     const w = { id: 'w', type: 'container', spec: { image: 'x:1' } } as Workload;
-    let r = withObserved(newRecord(w, NOW), o({ state: 'restarting', exitCode: 3, restartCount: 2 }));
-    assert.equal(r.container?.exitCode, 3);
-    r = withObserved(r, o({ state: 'running', exitCode: null, restartCount: 3 }));
-    assert.equal(r.container?.exitCode, 3);
-    assert.equal(r.container?.restartCount, 3);
+    let r = withObserved(newRecord(w, NOW), o({ state: 'restarting', exitCode: 3, restartCount: 2 }), containerType);
+    assert.equal(r.evidence?.exitCode, 3);
+    r = withObserved(r, o({ state: 'running', exitCode: null, restartCount: 3 }), containerType);
+    assert.equal(r.evidence?.exitCode, 3);
+    assert.equal(r.evidence?.restartCount, 3);
     // A healthy restart with no restarts behind it clears it.
-    r = withObserved(r, o({ state: 'running', exitCode: null, restartCount: 0, runtimeId: 'c2' }));
-    assert.equal(r.container?.exitCode, null);
+    r = withObserved(r, o({ state: 'running', exitCode: null, restartCount: 0, runtimeId: 'c2' }), containerType);
+    assert.equal(r.evidence?.exitCode, null);
   });
 
   it('the list Status of a restarting container carries its exit code', () => {

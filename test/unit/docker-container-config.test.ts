@@ -37,6 +37,7 @@ describe('toCreateOptions: minimal spec', () => {
       [LABELS.workloadId]: 'web',
       [LABELS.revision]: 'r7',
       [LABELS.specHash]: 'abc123',
+      [LABELS.hashVersion]: '1',
       [LABELS.type]: 'container',
     });
   });
@@ -367,6 +368,7 @@ describe('toCreateOptions: a full spec', () => {
         [LABELS.nodeId]: 'edge-7',
         [LABELS.workloadId]: 'web',
         [LABELS.specHash]: 'abc123',
+        [LABELS.hashVersion]: '1',
         [LABELS.type]: 'container',
         [LABELS.revision]: 'r7',
       },

@@ -6,6 +6,7 @@ import { HostCollector } from '../../src/metrics/host.js';
 import { createAgentMetrics, type MetricsSources } from '../../src/metrics/registry.js';
 import { RuntimeHealthBoard, WorkloadStatsCollector } from '../../src/metrics/workload-stats.js';
 import type { Runtime, RuntimeHealth, WorkloadUsage } from '../../src/runtimes/runtime.js';
+import { containerType } from '../../src/runtimes/docker/type.js';
 
 interface Family {
   name: string;
@@ -61,7 +62,7 @@ function spyRuntime(workloads: number): { runtime: Runtime; calls: string[] } {
   const health: RuntimeHealth = { up: true, reason: 'fake', dataRoot: '/' };
   const impl: Partial<Runtime> = {
     name: 'docker',
-    types: ['container'],
+    types: [containerType],
     health: () => Promise.resolve(health),
     observe: () => Promise.resolve([]),
     usage: () => Promise.resolve(Array.from({ length: workloads }, (_, i) => usage(`w${i}`))),

@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import { canonicalSpec, specHash } from '../../src/reconcile/canonical.js';
 import { plan, type Plan, type PlanInput } from '../../src/reconcile/planner.js';
 import { retryResetKey } from '../../src/reconcile/records.js';
-import type { StepKind } from '../../src/reconcile/steps.js';
+import type { Step, StepKind } from '../../src/reconcile/steps.js';
 import type { ObservedWorkload } from '../../src/runtimes/runtime.js';
 import type { ContainerSpec } from '../../src/spec/container.js';
 import type { ComposeWorkload, ContainerWorkload, DesiredStateDocument, VmWorkload, Workload, WorkloadType } from '../../src/spec/desired-state.js';
@@ -118,6 +118,9 @@ function run(a: Args): Plan {
   return p;
 }
 
+/** Every field any step kind may carry, for assertions across kinds. */
+const loose = (s: Step) => s as Step & { specHash?: string; observed?: ObservedWorkload; until?: string };
+
 /** `kind id: reason` per step, the shape the `plan` command prints. */
 const lines = (p: Plan): string[] => p.steps.map((s) => `${s.kind} ${s.workloadId}: ${s.reason}`);
 const only = (p: Plan) => {
@@ -147,7 +150,8 @@ function expectedKind(desired: 'running' | 'stopped', om: ObsMode, rm: RecMode, 
     'revision-differs': { running: 'recreate', stopped: 'recreate' },
     running: { running: settled, stopped: 'stop' },
     restarting: { running: settled, stopped: 'stop' },
-    paused: { running: settled, stopped: 'stop' },
+    // Paused while desired running is an odd engine state: waited for (bounded), then repaired.
+    paused: { running: 'wait', stopped: 'stop' },
     exited: { running: 'start', stopped: settled },
     created: { running: 'start', stopped: settled },
     stopped: { running: 'start', stopped: settled },
@@ -188,14 +192,16 @@ describe('planner: generated combinations (desiredState x engine object x record
               records.push(rec(w, { phase: 'Stopped', runtimeId: rm === 'same-runtime-id' ? `rt-${w.id}` : 'rt-previous', ...retryPart }));
             }
             const p = run({ workloads: [w], records, observed });
-            const s = only(p);
+            const s = loose(only(p));
             assert.equal(s.kind, want, `reason: ${s.reason}`);
             assert.equal(s.workloadId, 'app');
             assert.equal(s.workload, w);
-            assert.equal(s.specHash, specHash(w));
+            // A removal acts on what exists: it carries the object and the workload, not a hash.
+            if (s.kind !== 'remove') assert.equal(s.specHash, specHash(w));
             assert.equal(s.observed, observed[0]);
             assert.ok(s.reason.length > 0);
-            if (want === 'wait') assert.equal(s.until, LATER);
+            if (want === 'wait' && om === 'paused' && desired === 'running') assert.equal(s.until, new Date(NOW.getTime() + 60_000).toISOString());
+            else if (want === 'wait') assert.equal(s.until, LATER);
             else assert.equal(s.until, undefined);
             if (want === 'noop' && retry === 'gave-up' && om === 'none') assert.equal(s.reason, GAVE_UP);
             if (want === 'noop' && retry === 'gave-up' && om !== 'none') assert.match(s.reason, /the previous revision keeps running/);
@@ -255,7 +261,7 @@ describe('planner: no desired state / empty desired state', () => {
     const c = composew('c');
     const p = run({ workloads: [], observed: [obs(b), obs(a), obs(c)], records: [rec(a), rec(cw('gone'))] });
     assert.deepEqual(lines(p), ['remove a: not in desired state', 'remove b: not in desired state', 'remove c: not in desired state']);
-    for (const s of p.steps) {
+    for (const s of p.steps.map(loose)) {
       assert.equal(s.workload, undefined, 'orphan removals carry no workload');
       assert.ok(s.observed);
     }
@@ -273,14 +279,14 @@ describe('planner: runtimes down', () => {
     const v = vmw('vm1');
     const p = run({ workloads: [v, c], runtimeUp: { vm: false }, records: [rec(v)] });
     assert.deepEqual(lines(p), ['create web: new workload']);
-    assert.deepEqual(p.unavailable, [{ workloadId: 'vm1', type: 'vm', reason: 'libvirt is unavailable, so vm workloads cannot be observed or changed' }]);
+    assert.deepEqual(p.unavailable, [{ workloadId: 'vm1', type: 'vm', reason: 'the runtime of vm workloads is unavailable, so vm workloads cannot be observed or changed' }]);
     assert.deepEqual(p.forget, []);
   });
 
   it('docker down: container and compose workloads are unavailable, VMs are planned', () => {
     const p = run({ workloads: [cw('b'), composew('a'), vmw('v')], runtimeUp: { container: false, compose: false } });
     assert.deepEqual(p.unavailable.map((u) => [u.workloadId, u.type]), [['a', 'compose'], ['b', 'container']]);
-    assert.match(p.unavailable[0]!.reason, /^docker is unavailable/);
+    assert.match(p.unavailable[0]!.reason, /^the runtime of compose workloads is unavailable/);
     assert.deepEqual(lines(p), ['create v: new workload']);
   });
 
@@ -323,7 +329,7 @@ describe('planner: duplicates', () => {
     const stale = obs(w, { runtimeId: 'b', name: 'web-b', specHash: 'sha256:old', createdAt: '2025-05-01T00:00:00Z' });
     const p = run({ workloads: [w], observed: [stale, good], records: [rec(w, { runtimeId: 'a' })] });
     assert.deepEqual(lines(p), ['remove web: duplicate of web-a', 'noop web: running as desired']);
-    assert.equal(p.steps[0]!.observed, stale);
+    assert.equal(loose(p.steps[0]!).observed, stale);
     assert.equal(p.steps[0]!.workload, w, 'duplicate removal keeps the record');
   });
 
@@ -341,7 +347,7 @@ describe('planner: duplicates', () => {
     const newer = obs(w, { runtimeId: 'b', name: 'web-b', createdAt: '2025-02-01T00:00:00Z' });
     const p = run({ workloads: [w], observed: [older, newer] });
     assert.deepEqual(lines(p), ['remove web: duplicate of web-b', 'adopt web: found on engine, adopting']);
-    assert.equal(p.steps[1]!.observed, newer);
+    assert.equal(loose(p.steps[1]!).observed, newer);
   });
 
   it('none matching: the newest is recreated and the rest removed, one step each', () => {
@@ -349,7 +355,7 @@ describe('planner: duplicates', () => {
     const os = [1, 2, 3].map((i) => obs(w, { runtimeId: `id${i}`, name: `web-${i}`, specHash: 'sha256:old', createdAt: `2025-0${i}-01T00:00:00Z` }));
     const p = run({ workloads: [w], observed: os, records: [rec(w, { runtimeId: 'id3' })] });
     assert.deepEqual(lines(p), ['remove web: duplicate of web-3', 'remove web: duplicate of web-3', 'recreate web: spec hash on engine differs']);
-    assert.deepEqual(p.steps.map((s) => s.observed?.runtimeId), ['id1', 'id2', 'id3']);
+    assert.deepEqual(p.steps.map((s) => loose(s).observed?.runtimeId), ['id1', 'id2', 'id3']);
   });
 
   it('full ties are broken by runtime id, whatever the input order', () => {
@@ -601,19 +607,51 @@ describe('planner: settled states', () => {
     assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'restarting' })], records: [rec(w)] })).reason, 'restarting under the engine restart policy');
   });
 
-  it('paused outside the agent: noop', () => {
-    const w = cw('web');
-    assert.deepEqual(lines(run({ workloads: [w], observed: [obs(w, { state: 'paused' })], records: [rec(w)] })), ['noop web: paused outside the agent']);
+  it('desired stopped and paused is not odd: stop', () => {
+    const w = cw('web', {}, { desiredState: 'stopped' });
+    assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'paused' })], records: [rec(w)] })).kind, 'stop');
   });
 
-  it('paused and unknown to the store: adopt, saying it is paused', () => {
-    const w = cw('web');
-    assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'paused' })] })).reason, 'found on engine, adopting; paused outside the agent');
-  });
+  // Odd engine states: neither running nor stopped. Waited for (bounded), then repaired, never a noop forever.
+  const SECOND = 1000;
+  const at = (msAgo: number) => new Date(NOW.getTime() - msAgo).toISOString();
+  const oddCases: {
+    name: string;
+    w: Workload;
+    o: Partial<ObservedWorkload>;
+    r?: Partial<WorkloadRecord> | 'none';
+    want: StepKind;
+    until?: string;
+    reason: RegExp;
+  }[] = [
+    { name: 'paused, desired running, first seen', w: cw('web'), o: { state: 'paused', engineState: 'paused' }, want: 'wait', until: at(-60 * SECOND), reason: /^the engine reports paused since 2025-06-01T12:00:00.000Z; waiting up to 60 s/ },
+    { name: 'paused, unknown to the store', w: cw('web'), o: { state: 'paused' }, r: 'none', want: 'wait', until: at(-60 * SECOND), reason: /reports paused/ },
+    { name: 'dead, seen 30 s ago', w: cw('web'), o: { state: 'unknown', engineState: 'dead' }, r: { engineState: { runtimeId: 'rt-web', state: 'dead', since: at(30 * SECOND) } }, want: 'wait', until: at(-30 * SECOND), reason: /reports dead since/ },
+    { name: 'removing, seen 61 s ago: repair', w: cw('web'), o: { state: 'unknown', engineState: 'removing' }, r: { engineState: { runtimeId: 'rt-web', state: 'removing', since: at(61 * SECOND) } }, want: 'repair', reason: /^the engine reported removing for more than 60 s \(since .*\); replacing it$/ },
+    { name: 'a mark of another object does not count', w: cw('web'), o: { state: 'unknown', engineState: 'dead' }, r: { engineState: { runtimeId: 'rt-old', state: 'dead', since: at(600 * SECOND) } }, want: 'wait', until: at(-60 * SECOND), reason: /reports dead/ },
+    { name: 'a mark of another state does not count', w: cw('web'), o: { state: 'unknown', engineState: 'dead' }, r: { engineState: { runtimeId: 'rt-web', state: 'paused', since: at(600 * SECOND) } }, want: 'wait', until: at(-60 * SECOND), reason: /reports dead/ },
+    { name: 'libvirt in shutdown for long: repair', w: vmw('v'), o: { state: 'unknown', engineState: 'in shutdown' }, r: { engineState: { runtimeId: 'rt-v', state: 'in shutdown', since: at(120 * SECOND) } }, want: 'repair', reason: /reported in shutdown for more than 60 s/ },
+    { name: 'unknown without a word from the engine', w: vmw('v'), o: { state: 'unknown' }, want: 'wait', until: at(-60 * SECOND), reason: /reports unknown/ },
+    { name: 'repair due while backing off: wait for the backoff', w: cw('web'), o: { state: 'unknown', engineState: 'dead' }, r: { ...backingOff(cw('web')), engineState: { runtimeId: 'rt-web', state: 'dead', since: at(120 * SECOND) } }, want: 'wait', until: LATER, reason: /^backing off .*next repair at/ },
+    { name: 'repair due after giving up: its resources go', w: cw('web'), o: { state: 'unknown', engineState: 'dead' }, r: { ...gaveUp(cw('web')), engineState: { runtimeId: 'rt-web', state: 'dead', since: at(120 * SECOND) } }, want: 'remove', reason: /^failed terminally/ },
+    { name: 'repair of a spec the policy denies: deny', w: cw('web', { security: { privileged: true } }), o: { state: 'unknown', engineState: 'dead' }, r: { engineState: { runtimeId: 'rt-web', state: 'dead', since: at(120 * SECOND) } }, want: 'deny', reason: /^POLICY_DENIED: spec.security.privileged/ },
+  ];
+  for (const c of oddCases) {
+    it(`odd state: ${c.name} -> ${c.want}`, () => {
+      const records = c.r === 'none' ? [] : [rec(c.w, c.r ?? {})];
+      const s = loose(only(run({ workloads: [c.w], observed: [obs(c.w, c.o)], records })));
+      assert.equal(s.kind, c.want, s.reason);
+      assert.match(s.reason, c.reason);
+      if (c.until !== undefined) assert.equal(s.until, c.until);
+      if (s.kind === 'repair') assert.match(s.problem, /for more than 60 s/);
+    });
+  }
 
-  it('unknown engine state: noop, waiting', () => {
+  it('the odd-state wait is configurable', () => {
     const w = cw('web');
-    assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'unknown' })], records: [rec(w)] })).kind, 'noop');
+    const records: Record<string, WorkloadRecord> = { web: rec(w, { engineState: { runtimeId: 'rt-web', state: 'dead', since: at(10 * SECOND) } }) };
+    const p = plan({ desired: doc([w]), records, observed: [obs(w, { state: 'unknown', engineState: 'dead' })], runtimeUp: UP, now: NOW, oddStateWaitSeconds: 5 });
+    assert.equal(only(p).kind, 'repair');
   });
 
   it('stopped as desired', () => {
@@ -653,13 +691,13 @@ describe('planner: exits and restart policies (record-based)', () => {
 
   it('restartPolicy no, finish time only in the record: stays down', () => {
     const w = cw('job', { restartPolicy: 'no' });
-    const r = rec(w, { phase: 'Pending', container: { finishedAt: '2025-06-01T11:00:00Z' } });
+    const r = rec(w, { phase: 'Pending', evidence: { finishedAt: '2025-06-01T11:00:00Z' } });
     assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'exited', exitCode: 0 })], records: [r] })).kind, 'noop');
   });
 
   it('exit code taken from the record when the engine has none', () => {
     const w = cw('job', { restartPolicy: 'no' });
-    const r = rec(w, { phase: 'Completed', container: { exitCode: 4 } });
+    const r = rec(w, { phase: 'Completed', evidence: { exitCode: 4 } });
     assert.equal(only(run({ workloads: [w], observed: [obs(w, { state: 'exited' })], records: [r] })).reason, 'exited (code 4); restartPolicy no');
   });
 
@@ -776,8 +814,9 @@ describe('planner: ordering and determinism', () => {
 
   it('steps carry the same specHash as specHash(workload)', () => {
     const { ws, observed, records } = build();
-    for (const s of run({ workloads: ws, observed, records }).steps) {
-      if (s.workload) assert.equal(s.specHash, specHash(s.workload));
+    for (const s of run({ workloads: ws, observed, records }).steps.map(loose)) {
+      // Removals carry no hash: they act on what exists, not on the desired spec.
+      if (s.workload && s.kind !== 'remove') assert.equal(s.specHash, specHash(s.workload));
       else assert.equal(s.specHash, undefined);
     }
   });

@@ -20,7 +20,7 @@ function failing(i: number, message: (n: number) => string): WorkloadRecord {
   const w = { id: `w-${String(i).padStart(3, '0')}`, type: 'container', revision: 'r1', spec: { image: 'x:1' } } as Workload;
   let r = newRecord(w, new Date(T0));
   for (let n = 1; n <= 25; n++) r = withFailure(r, new WorkloadError('PORT_CONFLICT', message(n)), retryBudget(w, DEFAULTS), new Date(T0 + n * 1000), () => 0.5);
-  return { ...r, container: { exitCode: 3, restartCount: 40, logTail: capLogTail(Array.from({ length: 50 }, (_, k) => `log line ${k} ${'z'.repeat(400)}`)) } };
+  return { ...r, evidence: { exitCode: 3, restartCount: 40, logTail: capLogTail(Array.from({ length: 50 }, (_, k) => `log line ${k} ${'z'.repeat(400)}`)) } };
 }
 
 function report(records: WorkloadRecord[], maxBytes?: number) {
@@ -36,7 +36,7 @@ describe('status report size', () => {
     const bytes = Buffer.byteLength(JSON.stringify(r));
     process.stdout.write(`# realistic report, 100 failing workloads: ${bytes} bytes (${(bytes / 1024).toFixed(1)} KiB)\n`);
     assert.ok(bytes < REPORT_MAX_BYTES);
-    assert.ok(r.workloads.every((w) => w.failures?.length === 20 && w.container?.logTail?.length !== undefined));
+    assert.ok(r.workloads.every((w) => w.failures?.length === 20 && (w.container as { logTail?: string[] } | undefined)?.logTail?.length !== undefined));
     assert.ok(v.safeParse(statusReport, r).success);
   });
 

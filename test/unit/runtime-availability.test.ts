@@ -13,8 +13,8 @@ function capture() {
 }
 
 const runtimes = [
-  { name: 'docker' as const, types: ['container', 'compose'] as const },
-  { name: 'libvirt' as const, types: ['vm'] as const },
+  { name: 'docker' as const, types: [{ type: 'container' }, { type: 'compose' }] },
+  { name: 'libvirt' as const, types: [{ type: 'vm' }] },
 ];
 const h = (docker: RuntimeHealth, libvirt: RuntimeHealth = { up: true, reason: '' }) =>
   new Map<RuntimeName, RuntimeHealth>([

@@ -1,13 +1,15 @@
 import type Dockerode from 'dockerode';
 
-import type { ContainerWorkload } from '../../spec/desired-state.js';
-import type { Mount, PortMapping } from '../../spec/container.js';
+import type { ContainerWorkload, Mount, PortMapping } from './spec.js';
 import { LABELS } from '../runtime.js';
+import { containerType } from './type.js';
 
 /** What the mapping needs besides the workload: who we are and what the spec hashes to. */
 export interface ContainerConfigContext {
   nodeId: string;
   specHash: string;
+  /** The hash version specHash was computed under (default the container type's current one). */
+  hashVersion?: number;
   namePrefix: string;
 }
 
@@ -27,12 +29,13 @@ export function containerName(namePrefix: string, workloadId: string): string {
 }
 
 /** The labels we stamp on every container we create; user labels cannot override them. */
-export function ownLabels(w: ContainerWorkload, ctx: Pick<ContainerConfigContext, 'nodeId' | 'specHash'>): Record<string, string> {
+export function ownLabels(w: ContainerWorkload, ctx: Pick<ContainerConfigContext, 'nodeId' | 'specHash' | 'hashVersion'>): Record<string, string> {
   const labels: Record<string, string> = {
     [LABELS.managed]: 'true',
     [LABELS.nodeId]: ctx.nodeId,
     [LABELS.workloadId]: w.id,
     [LABELS.specHash]: ctx.specHash,
+    [LABELS.hashVersion]: String(ctx.hashVersion ?? containerType.hashVersion),
     [LABELS.type]: 'container',
   };
   // A missing revision stays a missing label, so observe() reports `undefined` and not "".

@@ -5,13 +5,18 @@ import DockerClient from './dockerode.js';
 
 import { WorkloadError } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
-import { normalizeImageRef } from '../../reconcile/canonical.js';
-import type { ContainerWorkload, Workload, WorkloadType } from '../../spec/desired-state.js';
+import { normalizeImageRef } from './canonical.js';
+import type { ContainerWorkload } from './spec.js';
+import { containerType } from './type.js';
 import type { ActualState } from '../../spec/status-report.js';
 import {
   LABELS,
+  hashVersionOf,
   type ApplyContext,
   type ObservedWorkload,
+  type RemoveReason,
+  type TypeDescriptor,
+  type WorkloadBase,
   type Runtime,
   type RuntimeEvent,
   type RuntimeHealth,
@@ -78,11 +83,12 @@ function engineError(message: string): Error {
   return Object.assign(new Error(message), { json: { message } });
 }
 
-function asContainer(w: Workload): ContainerWorkload {
+function asContainer(w: WorkloadBase): ContainerWorkload {
   if (w.type !== 'container') {
     throw new WorkloadError('INVALID_SPEC', `the docker runtime runs container workloads, not ${w.type} (workload ${w.id})`);
   }
-  return w;
+  // The workload was validated against the container type's schema when its document was loaded.
+  return w as ContainerWorkload;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -193,7 +199,9 @@ export function parseDockerEvent(line: string): RuntimeEvent | undefined {
 
 export class DockerRuntime implements Runtime {
   readonly name = 'docker' as const;
-  readonly types: readonly WorkloadType[] = ['container'];
+  readonly types: readonly TypeDescriptor[] = [containerType];
+  /** The node's primary runtime: readiness needs it even when nothing is desired yet. */
+  readonly primary = true;
 
   private readonly docker: Dockerode;
   private readonly nodeId: string;
@@ -300,9 +308,12 @@ export class DockerRuntime implements Runtime {
         name: (c.Names[0] ?? '').replace(/^\//, ''),
         revision: labels[LABELS.revision],
         specHash: labels[LABELS.specHash],
+        hashVersion: hashVersionOf(labels[LABELS.hashVersion]),
         state,
         createdAt: new Date(c.Created * 1000).toISOString(),
+        parts: [{ kind: 'container', id: c.Id }],
       };
+      if (state === 'unknown' || state === 'paused') o.engineState = c.State;
       // restartCount, oomKilled and startedAt are only in inspect(); one list call must stay one call.
       if (state === 'exited' || state === 'restarting') o.exitCode = parseExitCode(c.Status) ?? null;
       out.push(o);
@@ -362,7 +373,7 @@ export class DockerRuntime implements Runtime {
    * text says Always there): an edge host often has no registry in reach, and a create that must pull
    * `latest` every time would fail offline although the image is on disk. Set `Always` to get fresh tags.
    */
-  async prepare(workload: Workload, ctx: ApplyContext): Promise<void> {
+  async prepare(workload: WorkloadBase, ctx: ApplyContext): Promise<void> {
     const w = asContainer(workload);
     const ref = w.spec.image;
     const policy = w.spec.pullPolicy ?? 'IfNotPresent';
@@ -433,14 +444,14 @@ export class DockerRuntime implements Runtime {
     });
   }
 
-  async create(workload: Workload, ctx: ApplyContext): Promise<ObservedWorkload> {
+  async create(workload: WorkloadBase, ctx: ApplyContext): Promise<ObservedWorkload> {
     const w = asContainer(workload);
     ctx.progress?.('Creating');
     if (ctx.nodeId !== this.nodeId) {
       // observe() filters on the runtime's node id; labelling with another would create an invisible container.
       this.logger.warn({ workloadId: w.id, ctxNodeId: ctx.nodeId, nodeId: this.nodeId }, 'apply context names another node id; using the runtime\'s');
     }
-    const opts = toCreateOptions(w, { nodeId: this.nodeId, specHash: ctx.specHash, namePrefix: this.namePrefix });
+    const opts = toCreateOptions(w, { nodeId: this.nodeId, specHash: ctx.specHash, hashVersion: ctx.hashVersion, namePrefix: this.namePrefix });
     const name = containerName(this.namePrefix, w.id);
     const requestedAt = Date.now();
     let container: Dockerode.Container;
@@ -468,10 +479,12 @@ export class DockerRuntime implements Runtime {
       name,
       revision: w.revision,
       specHash: ctx.specHash,
+      hashVersion: ctx.hashVersion ?? containerType.hashVersion,
       state: 'created',
       exitCode: null,
       restartCount: 0,
       createdAt: new Date(requestedAt).toISOString(),
+      parts: [{ kind: 'container', id: container.id }],
     };
   }
 
@@ -541,7 +554,8 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async remove(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+  /** A container owns nothing that outlives it but named volumes, which are never removed here: `why` changes nothing. */
+  async remove(observed: ObservedWorkload, signal: AbortSignal, _why: RemoveReason = 'removed-from-desired'): Promise<void> {
     try {
       // v: true removes the container's anonymous volumes (image VOLUMEs); named volumes are never touched.
       await this.docker.getContainer(observed.runtimeId).remove({ force: true, v: true, abortSignal: signal });
@@ -569,7 +583,7 @@ export class DockerRuntime implements Runtime {
     }
     const labels = info.Config.Labels ?? {};
     const state = mapDockerState(info.State.Status);
-    return {
+    const o: ObservedWorkload = {
       workloadId: labels[LABELS.workloadId] ?? workloadId,
       type: 'container',
       runtime: 'docker',
@@ -577,6 +591,7 @@ export class DockerRuntime implements Runtime {
       name: info.Name.replace(/^\//, ''),
       revision: labels[LABELS.revision],
       specHash: labels[LABELS.specHash],
+      hashVersion: hashVersionOf(labels[LABELS.hashVersion]),
       state,
       // A running container's ExitCode is a stale 0; an exited one, or one the restart policy is about
       // to restart, has the code of its last exit (crash evidence).
@@ -586,7 +601,10 @@ export class DockerRuntime implements Runtime {
       startedAt: engineTime(info.State.StartedAt),
       finishedAt: engineTime(info.State.FinishedAt),
       createdAt: info.Created,
+      parts: [{ kind: 'container', id: info.Id }],
     };
+    if (state === 'unknown' || state === 'paused') o.engineState = info.State.Status;
+    return o;
   }
 
   async logTail(observed: ObservedWorkload, lines: number, signal?: AbortSignal): Promise<string[]> {

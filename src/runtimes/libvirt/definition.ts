@@ -2,19 +2,22 @@
  * From a VM workload (plus what the runtime resolved on disk: boot files, disks, seed) to the domain
  * definition that domain-xml.ts renders. Pure, so representative specs are unit-tested end to end.
  */
-import type { VmWorkload } from '../../spec/desired-state.js';
+import { DEFAULT_SHUTDOWN_SECONDS, VM_HASH_VERSION } from './canonical.js';
+import type { VmWorkload } from './spec.js';
 import { LABELS } from '../runtime.js';
 import type { DomainDefinition, DomainDisk, DomainMetadata, DomainNic } from './domain-xml.js';
 import { derivedMac, domainUuid, normalizeMac } from './ids.js';
 import { keyFingerprint } from './ssh-keys.js';
 
-export const DEFAULT_SHUTDOWN_SECONDS = 60;
+export { DEFAULT_SHUTDOWN_SECONDS };
 
 export interface DefinitionInput {
   workload: VmWorkload;
   nodeId: string;
   name: string;
   specHash: string;
+  /** The hash version specHash was computed under (default the vm type's current one). */
+  hashVersion?: number;
   domainType: 'kvm' | 'qemu';
   /** The agent's copies of boot.kernel / boot.initrd (storage.ensureBootFile). */
   kernel?: string;
@@ -46,6 +49,7 @@ export function domainDefinition(i: DefinitionInput): DomainDefinition {
       [LABELS.workloadId]: w.id,
       [LABELS.revision]: w.revision ?? '',
       [LABELS.specHash]: i.specHash,
+      [LABELS.hashVersion]: String(i.hashVersion ?? VM_HASH_VERSION),
       [LABELS.type]: 'vm',
     },
     shutdownTimeoutSeconds: w.spec.shutdownTimeoutSeconds ?? DEFAULT_SHUTDOWN_SECONDS,

@@ -15,8 +15,22 @@ import type { Dispatcher } from 'undici';
 
 import { WorkloadError, type ErrorSummary } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
-import type { VmWorkload, Workload, WorkloadType } from '../../spec/desired-state.js';
-import { LABELS, type ApplyContext, type ObservedWorkload, type Runtime, type RuntimeEvent, type RuntimeHealth } from '../runtime.js';
+import {
+  hashVersionOf,
+  LABELS,
+  type ApplyContext,
+  type CreatedWorkload,
+  type ObservedWorkload,
+  type RemoveReason,
+  type Runtime,
+  type RuntimeEvent,
+  type RuntimeHealth,
+  type RuntimeState,
+  type TypeDescriptor,
+  type WorkloadBase,
+} from '../runtime.js';
+import type { VmWorkload } from './spec.js';
+import { vmType } from './type.js';
 import { AddressTracker, type VmInterfaceStatus } from './addresses.js';
 import { renderSeed, writeSeedIso } from './cloud-init.js';
 import { DEFAULT_SHUTDOWN_SECONDS, domainDefinition } from './definition.js';
@@ -27,11 +41,13 @@ import { domainName, instanceId, normalizeMac } from './ids.js';
 import { exists, VmStorage, type CachedImage } from './storage.js';
 import { isAlreadyRunning, isDomainNotFound, isNotRunning, translateVirshError, Virsh } from './virsh.js';
 
-/** Where a generated VM password is kept (the agent's store, mode 0600). Never logged. */
-export interface VmSecretStore {
-  get(workloadId: string): string | undefined;
-  set(workloadId: string, password: string): void;
-  delete(workloadId: string): void;
+/** What the libvirt runtime keeps in a VM's record (runtimeState), version 1: the generated password. */
+export const VM_STATE_VERSION = 1;
+
+/** The generated password kept in a record's runtimeState, if any. Never logged. */
+export function passwordOf(state: RuntimeState | undefined): string | undefined {
+  const pw = state?.version === VM_STATE_VERSION ? state.data.password : undefined;
+  return typeof pw === 'string' ? pw : undefined;
 }
 
 export interface LibvirtRuntimeOptions {
@@ -48,7 +64,6 @@ export interface LibvirtRuntimeOptions {
   commandTimeoutSeconds: number;
   downloadTimeoutSeconds: number;
   logger: Logger;
-  secrets?: VmSecretStore;
   /** A VM's report-relevant facts changed (addresses, warning): send a fresh status. */
   onVmChange?: (workloadId: string) => void;
   binaries?: { virsh?: string; qemuImg?: string; genisoimage?: string };
@@ -67,7 +82,7 @@ export interface VmStatus {
 /** Usage of one VM, in the shape of the runtime contract's WorkloadUsage. */
 export interface VmUsage extends DomainUsage {
   workloadId: string;
-  type: WorkloadType;
+  type: string;
   runtimeId: string;
 }
 
@@ -79,20 +94,13 @@ interface Known {
 
 const HEALTH_TIMEOUT_MS = 10_000;
 const METADATA_TTL_MS = 5 * 60_000;
-/** How long a prepare() keeps disks alive through the remove() of the engine object it replaces. */
-const REPLACE_MARK_TTL_MS = 15 * 60_000;
 const LOG_TAIL_MAX_BYTES = 8 * 1024;
 const EVENT_ACTIONS = new Set(['started', 'stopped', 'crashed', 'undefined', 'suspended', 'resumed', 'pmsuspended']);
 
-/** Without a store (tests, embedded use) passwords live as long as the runtime. */
-function memorySecrets(): VmSecretStore {
-  const m = new Map<string, string>();
-  return { get: (id) => m.get(id), set: (id, pw) => void m.set(id, pw), delete: (id) => void m.delete(id) };
-}
-
-function asVm(w: Workload): VmWorkload {
+function asVm(w: WorkloadBase): VmWorkload {
   if (w.type !== 'vm') throw new WorkloadError('INVALID_SPEC', `the libvirt runtime runs vm workloads, not ${w.type} (workload ${w.id})`);
-  return w;
+  // The workload was validated against the vm type's schema when its document was loaded.
+  return w as VmWorkload;
 }
 
 function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
@@ -115,13 +123,12 @@ function firstIpv4(interfaces: readonly VmInterfaceStatus[]): string | undefined
 
 export class LibvirtRuntime implements Runtime {
   readonly name = 'libvirt' as const;
-  readonly types: readonly WorkloadType[] = ['vm'];
+  readonly types: readonly TypeDescriptor[] = [vmType];
 
   private readonly virsh: Virsh;
   private readonly storage: VmStorage;
   private readonly logger: Logger;
   private readonly known = new Map<string, Known>();
-  private readonly replacing = new Map<string, number>();
   private readonly addresses: AddressTracker;
   private readonly closing = new AbortController();
   private readonly consoleDir: string;
@@ -129,12 +136,10 @@ export class LibvirtRuntime implements Runtime {
   private detectedType: 'kvm' | 'qemu' | undefined;
   private accessRestored = false;
   private nodeInfo: { at: number; capacity: Record<string, number> } | undefined;
-  private readonly secrets: VmSecretStore;
 
   constructor(private readonly opts: LibvirtRuntimeOptions) {
     this.logger = opts.logger.child({ runtime: 'libvirt' });
     this.timeoutMs = opts.commandTimeoutSeconds * 1000;
-    this.secrets = opts.secrets ?? memorySecrets();
     this.virsh = new Virsh({ binary: opts.binaries?.virsh ?? 'virsh', uri: opts.uri, timeoutMs: this.timeoutMs });
     const stateDir = resolve(opts.stateDir);
     this.consoleDir = join(stateDir, 'libvirt', 'console');
@@ -251,7 +256,9 @@ export class LibvirtRuntime implements Runtime {
 
   private toObserved(k: Known, state: ReturnType<typeof describeState>): ObservedWorkload {
     const labels = k.parsed.metadata?.labels ?? {};
-    return {
+    const actual = mapDomainState(state);
+    const meta = k.parsed.metadata;
+    const o: ObservedWorkload = {
       workloadId: labels[LABELS.workloadId] ?? '',
       type: 'vm',
       runtime: 'libvirt',
@@ -259,8 +266,17 @@ export class LibvirtRuntime implements Runtime {
       name: k.parsed.name,
       revision: labels[LABELS.revision] === '' ? undefined : labels[LABELS.revision],
       specHash: labels[LABELS.specHash],
-      state: mapDomainState(state),
+      hashVersion: hashVersionOf(labels[LABELS.hashVersion]),
+      state: actual,
+      // Composite: the domain, its disks and its seed are one workload.
+      parts: [
+        { kind: 'domain', id: k.parsed.uuid },
+        ...(meta?.disks ?? []).map((d) => ({ kind: 'disk', id: d.file })),
+        ...(meta?.seedFile !== undefined ? [{ kind: 'seed', id: meta.seedFile }] : []),
+      ],
     };
+    if (actual === 'unknown' || actual === 'paused') o.engineState = state.state;
+    return o;
   }
 
   /** Every domain of ours, from one `virsh domstats --state` (plus a dumpxml for a domain not seen before). */
@@ -310,13 +326,10 @@ export class LibvirtRuntime implements Runtime {
   // ------------------------------------------------------------------------------------------
 
   /**
-   * Fetches what create() needs (base images, boot files) while the old VM, if any, still runs. Also
-   * notes that this workload is being (re)applied: the remove() of the domain it replaces keeps the
-   * disks (a revision change redefines the VM; it does not wipe its data).
+   * Fetches what create() needs (base images, boot files) while the old VM, if any, still runs.
    */
-  async prepare(workload: Workload, ctx: ApplyContext): Promise<void> {
+  async prepare(workload: WorkloadBase, ctx: ApplyContext): Promise<void> {
     const w = asVm(workload);
-    this.replacing.set(w.id, Date.now() + REPLACE_MARK_TTL_MS);
     await this.fetchInputs(w, ctx.signal);
   }
 
@@ -332,26 +345,13 @@ export class LibvirtRuntime implements Runtime {
     return out;
   }
 
-  private replaceMarked(workloadId: string): boolean {
-    const until = this.replacing.get(workloadId);
-    if (until === undefined) return false;
-    if (until < Date.now()) {
-      this.replacing.delete(workloadId);
-      return false;
-    }
-    return true;
-  }
-
-  private password(w: VmWorkload): string | undefined {
+  /** The generated password: the one kept in the record (a recreate keeps it), else a new one. */
+  private password(w: VmWorkload, state: RuntimeState | undefined): string | undefined {
     if (!w.spec.login?.generatePassword) return undefined;
-    const existing = this.secrets.get(w.id);
-    if (existing !== undefined) return existing;
-    const pw = randomBytes(18).toString('base64url');
-    this.secrets.set(w.id, pw);
-    return pw;
+    return passwordOf(state) ?? randomBytes(18).toString('base64url');
   }
 
-  async create(workload: Workload, ctx: ApplyContext): Promise<ObservedWorkload> {
+  async create(workload: WorkloadBase, ctx: ApplyContext): Promise<CreatedWorkload> {
     const w = asVm(workload);
     const { signal } = ctx;
     await this.storage.init();
@@ -367,10 +367,11 @@ export class LibvirtRuntime implements Runtime {
     await mkdir(this.consoleDir, { recursive: true, mode: 0o700 });
 
     const made: string[] = [];
+    let password: string | undefined;
     let defining = false;
     try {
       const disks = await this.prepareDisks(w, name, inputs.images, made, signal);
-      const password = this.password(w);
+      password = this.password(w, ctx.runtimeState);
       const seedIso = this.storage.seedPath(name);
       const files = renderSeed({
         instanceId: instanceId(w.id, w.revision, ctx.specHash),
@@ -387,6 +388,7 @@ export class LibvirtRuntime implements Runtime {
         nodeId: this.opts.nodeId,
         name,
         specHash: ctx.specHash,
+        hashVersion: ctx.hashVersion ?? vmType.hashVersion,
         domainType: await this.effectiveDomainType(w.spec.domainType ?? this.opts.domainType, signal),
         disks,
         seedIso,
@@ -412,8 +414,9 @@ export class LibvirtRuntime implements Runtime {
 
     const k = await this.domainInfo(name, withTimeout(undefined, this.timeoutMs), true);
     if (!k?.ours) throw new WorkloadError('INTERNAL', `domain ${name} is not visible as ours right after it was defined`);
-    if ((w.desiredState ?? 'running') === 'stopped') this.replacing.delete(w.id);
-    return this.toObserved(k, { state: 'shut off', reason: 'unknown' });
+    const created: CreatedWorkload = this.toObserved(k, { state: 'shut off', reason: 'unknown' });
+    if (password !== undefined) created.runtimeState = { version: VM_STATE_VERSION, data: { password } };
+    return created;
   }
 
   /** Undefines `name` if it is ours with this spec hash (what a failed create just defined), with its own deadline. */
@@ -488,7 +491,6 @@ export class LibvirtRuntime implements Runtime {
     } catch (err) {
       if (!isAlreadyRunning(err)) throw translateVirshError(err, 'start');
     }
-    this.replacing.delete(observed.workloadId);
     const k = await this.domainInfo(observed.name, withTimeout(undefined, this.timeoutMs)).catch(() => undefined);
     if (k?.ours) {
       this.addresses.track(observed.workloadId, observed.name, this.macsOf(k));
@@ -545,10 +547,10 @@ export class LibvirtRuntime implements Runtime {
 
   /**
    * Destroys and undefines the domain (with its NVRAM), then deletes its files: seed, domain XML,
-   * console log and the disks whose reclaimPolicy is delete. When a prepare() of the same workload
-   * is under way (a recreate for a new revision), disks, console log and password stay for the new domain.
+   * console log and the disks whose reclaimPolicy is delete. A `replace` (recreate, repair) and the
+   * cleanup after a failed start keep disks and console log for the domain that takes over.
    */
-  async remove(observed: ObservedWorkload, signal: AbortSignal): Promise<void> {
+  async remove(observed: ObservedWorkload, signal: AbortSignal, why: RemoveReason): Promise<void> {
     const k = await this.domainInfo(observed.name, signal, true);
     if (k && !k.ours) throw new WorkloadError('INTERNAL', `refusing to remove domain ${observed.name}: it is not labelled as ours`);
     await this.destroy(observed.name, signal);
@@ -559,7 +561,7 @@ export class LibvirtRuntime implements Runtime {
     }
     this.known.delete(observed.name);
     this.addresses.untrack(observed.workloadId);
-    const replacing = this.replaceMarked(observed.workloadId);
+    const replacing = why === 'replace' || why === 'cleanup-after-failed-start';
     const meta = k?.parsed.metadata;
     const keep = new Set<string>();
     for (const d of meta?.disks ?? []) if (replacing || d.reclaimPolicy === 'retain') keep.add(d.file);
@@ -573,7 +575,6 @@ export class LibvirtRuntime implements Runtime {
       }
       this.logger.debug({ workloadId: observed.workloadId, domain: observed.name, removed: removed.length, kept: keep.size }, 'removed domain and its files');
     }
-    if (!replacing) this.secrets.delete(observed.workloadId);
     this.opts.onVmChange?.(observed.workloadId);
   }
 
@@ -675,8 +676,13 @@ export class LibvirtRuntime implements Runtime {
     });
   }
 
+  /** The status report's `vm` block (Runtime.live): what the runtime saw, no engine call. */
+  live(workloadId: string, state: RuntimeState | undefined): VmStatus | undefined {
+    return this.vmStatus(workloadId, state);
+  }
+
   /** The status report's `vm` block for one workload, from what the runtime saw (no engine call). */
-  vmStatus(workloadId: string): VmStatus | undefined {
+  vmStatus(workloadId: string, state?: RuntimeState): VmStatus | undefined {
     const k = [...this.known.values()].find((x) => x.ours && x.parsed.metadata?.labels[LABELS.workloadId] === workloadId);
     if (!k) return undefined;
     const meta = k.parsed.metadata;
@@ -692,7 +698,7 @@ export class LibvirtRuntime implements Runtime {
       if (ip !== undefined) login.ssh = `ssh ${meta.login.username}@${ip}`;
       if (meta.login.fingerprints.length > 0) login.sshKeyFingerprints = [...meta.login.fingerprints];
       if (meta.login.reportPassword) {
-        const pw = this.secrets.get(workloadId);
+        const pw = passwordOf(state);
         if (pw !== undefined) login.password = pw;
       }
       status.login = login;
