@@ -39,7 +39,7 @@ describe('a third runtime, injected', () => {
     // Its workloads pass its own schema; the document around them is the agent's.
     for (const w of workloads) v.parse(bundleWorkload, w);
     const document = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: ++generation, workloads } as unknown as DesiredStateDocument;
-    store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'test' });
+    return store.setDesired({ document, etag: null, receivedAt: new Date().toISOString(), source: 'test' });
   };
   const report = () =>
     buildStatusReport({
@@ -68,7 +68,7 @@ describe('a third runtime, injected', () => {
   });
 
   it('plans a create, executes it, keeps the runtime state, reports its block, then settles', async () => {
-    desire([bundle({ image: 'app:1', volumes: ['logs', 'data'] })]);
+    await desire([bundle({ image: 'app:1', volumes: ['logs', 'data'] })]);
     const cycles = loop.cycles;
     await loop.trigger('test', signal);
     await loop.idle();
@@ -89,7 +89,7 @@ describe('a third runtime, injected', () => {
 
   it('a spec change is a recreate worded by the type; remove is told it is a replace; the state is handed back', async () => {
     rt.calls.length = 0;
-    desire([bundle({ image: 'app:1', volumes: ['data', 'logs'], size: 3 })]);
+    await desire([bundle({ image: 'app:1', volumes: ['data', 'logs'], size: 3 })]);
     const p = plan({ desired: store.data.desired?.document ?? null, records: store.data.records, observed: await rt.observe(), runtimeUp: { bundle: true }, now: new Date(), types });
     assert.deepEqual(p.steps.map((s) => `${s.kind}: ${s.reason}`), ['recreate: size changed (default -> 3)'], 'volumes in another order are the same spec');
     await loop.trigger('test', signal);
@@ -115,7 +115,7 @@ describe('a third runtime, injected', () => {
     rt.calls.length = 0;
     // The same spec as before under version 2 (volumes are a set there); version 1 kept their order.
     const w = bundle({ image: 'app:1', volumes: ['logs', 'data'], size: 3 });
-    desire([w]);
+    await desire([w]);
     for (const id of [...rt.pods.keys()]) rt.pods.delete(id);
     rt.plant({ workloadId: 'b1', revision: '1', specHash: bundleHash(w, 1), hashVersion: 1, state: 'running', volumes: ['data', 'logs'] });
     assert.notEqual(bundleHash(w, 1), bundleHash(w, 2), 'the two versions hash differently');
@@ -127,7 +127,7 @@ describe('a third runtime, injected', () => {
 
   it('host policy is decided in the plan: a denied spec is a deny step, the engine is not touched', async () => {
     rt.calls.length = 0;
-    desire([bundle({ image: 'app:2', privileged: true }, { id: 'b2' }), bundle({ image: 'app:1', volumes: ['logs', 'data'], size: 3 })]);
+    await desire([bundle({ image: 'app:2', privileged: true }, { id: 'b2' }), bundle({ image: 'app:1', volumes: ['logs', 'data'], size: 3 })]);
     await loop.trigger('test', signal);
     await loop.idle();
     const denied = store.getRecord('b2');
@@ -159,7 +159,7 @@ describe('a third runtime, injected', () => {
 
   it('removed from desired: remove is told why and the record goes', async () => {
     rt.calls.length = 0;
-    desire([]);
+    await desire([]);
     await loop.trigger('test', signal);
     await loop.idle();
     assert.deepEqual(rt.calls.filter((c) => c.startsWith('remove')).map((c) => c.replace(/pod-\d+/, 'pod')), ['remove b1 pod removed-from-desired']);
