@@ -6,7 +6,6 @@ import { observeRuntimes } from '../reconcile/loop.js';
 import { plan } from '../reconcile/planner.js';
 import { createRuntimes } from '../runtimes/create-runtimes.js';
 import { SourceError } from '../errors/index.js';
-import { configurePolicyContext, policyDenials } from '../policy/container-policy.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
 import { trustSettingsFrom } from '../trust/settings.js';
@@ -70,8 +69,6 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const records = await readStoreReadOnly(stateDir);
   const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now: new Date() });
 
-  configurePolicyContext(config);
-  const denied = policyDenials(v.value.workloads, config);
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
   if (args.options.json) {
     const steps = p.steps.map((s) => ({
@@ -83,7 +80,7 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
       ...(s.kind === 'deny' ? { code: s.code, violations: s.violations } : {}),
     }));
     io.stdout.write(
-      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, steps, unavailable: p.unavailable, forget: p.forget, denied, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
+      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
     );
     return 0;
   }
@@ -92,7 +89,6 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   for (const [name, s] of Object.entries(view.status)) out.push(`runtime ${name}: ${s}`);
   const width = Math.max(8, ...p.steps.map((s) => s.workloadId.length));
   for (const s of p.steps) out.push(`  ${s.kind.padEnd(9)} ${s.workloadId.padEnd(width)}  ${s.reason}`);
-  for (const d of denied) out.push(`  ${'denied'.padEnd(9)} ${d.workloadId.padEnd(width)}  POLICY_DENIED: ${d.violations.join('; ')}`);
   for (const u of p.unavailable) out.push(`  ${'blocked'.padEnd(9)} ${u.workloadId.padEnd(width)}  RUNTIME_UNAVAILABLE: ${u.reason}`);
   const counts = new Map<string, number>();
   for (const s of p.steps) counts.set(s.kind, (counts.get(s.kind) ?? 0) + 1);

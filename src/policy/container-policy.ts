@@ -176,10 +176,3 @@ export function assertPolicy(w: Workload, policy: Policy, ctx: PolicyContext = h
   if (v.length > 0) throw new WorkloadError('POLICY_DENIED', v.join('; '), { details: { violations: v.length } });
 }
 
-/** Every workload of a document the host policy denies, with its violations (for `plan`). */
-export function policyDenials(workloads: readonly Workload[], config: Pick<Config, 'policy' | 'stateDir' | 'docker'>): { workloadId: string; violations: string[] }[] {
-  const ctx: PolicyContext = { stateDir: resolve(config.stateDir), dockerSocket: config.docker.socketPath };
-  return workloads
-    .map((w) => ({ workloadId: w.id, violations: [...policyViolations(w, config.policy, ctx), ...vmPolicyViolations(w, config.policy)] }))
-    .filter((d) => d.violations.length > 0);
-}

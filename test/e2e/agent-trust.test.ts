@@ -304,7 +304,7 @@ describe('trust end to end: signed desired state, guards, rotation, credentials,
     const envelope = await sign('v8', doc, [key(2, 'key')]);
     const plan = await cli(['plan', '--config', configPath, '--desired', join(dir, 'v8.dsse.json')]);
     assert.equal(plan.code, 0, plan.stderr);
-    assert.match(plan.stdout, new RegExp(`denied +m +POLICY_DENIED: spec\\.volumes\\[0\\]\\.source: host path ${link.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(resolves to /etc\\) is denied`));
+    assert.match(plan.stdout, new RegExp(`deny +m +POLICY_DENIED: spec\\.volumes\\[0\\]\\.source: host path ${link.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(resolves to /etc\\) is denied`));
     const unsigned = await cli(['plan', '--config', configPath, '--desired', join(dir, 'v8.json')]);
     assert.equal(unsigned.code, 1);
     assert.match(unsigned.stderr, /the agent would refuse it: SIGNATURE_INVALID/);
