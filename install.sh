@@ -546,9 +546,12 @@ remove_all_workloads() {
   [[ -x "\$node" && -f "\$main_js" ]] || { echo "uninstall: the agent is not installed; cannot remove workloads" >&2; return 1; }
   # The node id and generation in force, from the store (a fresh store: generation 0, derived id).
   local facts
+  # Store v2 keeps the document in desired.json; an older state.json still carries it itself.
   facts=\$("\$node" -e '
-    let d = {}; try { d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); } catch {}
-    console.log((d.nodeId || "*") + " " + ((d.desired && d.desired.document && d.desired.document.generation) || 0));' "\$state/state.json")
+    const read = (f) => { try { return JSON.parse(require("fs").readFileSync(f, "utf8")); } catch { return {}; } };
+    const d = read(process.argv[1]), w = read(process.argv[2]);
+    const doc = (w.desired && w.desired.document) || (d.desired && d.desired.document) || {};
+    console.log((d.nodeId || doc.nodeId || "*") + " " + (doc.generation || 0));' "\$state/state.json" "\$state/desired.json")
   empty=\$(mktemp "\${TMPDIR:-/tmp}/persys-empty.XXXXXX")
   printf '{"apiVersion":"persys.dev/v1","kind":"DesiredState","nodeId":"%s","generation":%s,"workloads":[]}\n' "\${facts%% *}" "\${facts##* }" >"\$empty"
   echo "uninstall: removing the workloads of node \${facts%% *} (the agent applies an empty desired state)"

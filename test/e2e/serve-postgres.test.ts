@@ -84,7 +84,8 @@ describe('serve --store postgres: two instances, one fleet', { skip, timeout: 18
         stateDir: join(dir, 'state'),
         source: { url: `${one.url}/v1/nodes/{nodeId}/desired`, caFile: pki.caCert, tokenFile: join(dir, 'node.token'), pollIntervalSeconds: 60, longPollSeconds: 90 },
         // Status goes to instance 2: the shared store is what makes the fleet one.
-        status: { url: `${two.url}/v1/nodes/{nodeId}/status`, heartbeatSeconds: 5, debounceMs: 50 },
+        // Another origin: the source token is not sent there by itself (docs/trust.md), so status names its own.
+        status: { url: `${two.url}/v1/nodes/{nodeId}/status`, tokenFile: join(dir, 'node.token'), heartbeatSeconds: 5, debounceMs: 50 },
         metrics: { listen: '127.0.0.1:0' },
         docker: { enabled: false },
         libvirt: { enabled: false },
