@@ -4,7 +4,7 @@ import type { HostPolicy, ObservedWorkload, Runtime, RuntimeEvent, RuntimeHealth
 import type { Store } from '../store/store.js';
 import type { WorkloadRecord } from '../store/types.js';
 import { Executor, type StepResult } from './executor.js';
-import { plan, type Plan } from './planner.js';
+import { plan, type Plan, type PlanGate } from './planner.js';
 import { isCrashLooping, LOG_TAIL_LINES, withInterrupted, withRetryRequested } from './records.js';
 import { SingleFlight } from './single-flight.js';
 import type { Step, StepKind } from './steps.js';
@@ -37,6 +37,8 @@ export interface LoopDeps {
   types?: TypeRegistry;
   /** The host policy the planner applies (default the secure defaults). */
   policy?: HostPolicy;
+  /** The plan gates of one pass (admission, quota, windows, locks), built fresh for each pass. */
+  gates?: (view: RuntimeView, now: Date) => readonly PlanGate[];
   now?: () => Date;
   onRecordChange?: () => void;
   onCycle?: (s: CycleSummary) => void;
@@ -268,6 +270,7 @@ export class ReconcileLoop {
       now,
       types,
       ...(this.deps.policy ? { policy: this.deps.policy } : {}),
+      ...(this.deps.gates ? { gates: this.deps.gates(view, now) } : {}),
     });
     const changedBefore = this.applyTransitions(p, view, now, evidence, types) || pendingChanged;
     const results = p.steps.some((s) => !SETTLED_STEPS.has(s.kind)) ? await this.deps.executor.execute(p.steps, signal) : [];

@@ -31,6 +31,22 @@ export interface PlanInput {
   policy?: HostPolicy;
   /** How long an engine state that is neither running nor stopped is waited for before a repair (default 60). */
   oddStateWaitSeconds?: number;
+  /**
+   * Checks a step must pass before it touches an engine (admission, storage quota, maintenance
+   * windows, update locks), applied in this order after host policy. Built fresh for each plan()
+   * call by whoever calls it, so a gate may keep state across the workloads of one pass.
+   */
+  gates?: readonly PlanGate[];
+}
+
+/**
+ * One check in the apply path. Called for each desired workload's step in desired-state order (so
+ * the same document always decides the same way); returns the step unchanged, or the step turned
+ * into a `deny` (terminal until the document or host changes) or a `wait` (held, with the reason).
+ */
+export interface PlanGate {
+  readonly name: string;
+  check(step: DesiredStep, record: WorkloadRecord | undefined, now: Date): DesiredStep;
 }
 
 export interface Plan {
@@ -70,13 +86,14 @@ interface Ctx {
   policy: HostPolicy;
   now: Date;
   oddWaitMs: number;
+  gates: readonly PlanGate[];
 }
 
 export function plan(input: PlanInput): Plan {
   const { desired, records, observed, runtimeUp, now } = input;
   if (desired === null) return EMPTY_PLAN();
   const types = input.types ?? BUILTIN_TYPES;
-  const ctx: Ctx = { types, policy: input.policy ?? DEFAULT_POLICY(), now, oddWaitMs: (input.oddStateWaitSeconds ?? ODD_STATE_WAIT_SECONDS) * 1000 };
+  const ctx: Ctx = { types, policy: input.policy ?? DEFAULT_POLICY(), now, oddWaitMs: (input.oddStateWaitSeconds ?? ODD_STATE_WAIT_SECONDS) * 1000, gates: input.gates ?? [] };
   const isUp = (t: string): boolean => Object.hasOwn(runtimeUp, t) && runtimeUp[t] === true;
 
   const byId = new Map<string, ObservedWorkload[]>();
@@ -172,7 +189,9 @@ function planWorkload(w: WorkloadBase, record: WorkloadRecord | undefined, same:
     }
   }
 
-  out.push(gate(withPolicy(intendedStep(d, base, record, o, ctx), d, ctx), record, ctx.now));
+  let step = withPolicy(intendedStep(d, base, record, o, ctx), d, ctx);
+  for (const g of ctx.gates) if (step.kind !== 'deny') step = g.check(step, record, ctx.now);
+  out.push(gate(step, record, ctx.now));
 }
 
 /**

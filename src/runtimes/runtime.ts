@@ -121,6 +121,19 @@ export interface TypeDescriptor<W extends WorkloadBase = WorkloadBase> {
   primary(objects: readonly ObservedWorkload[], wanted: Wanted): ObservedWorkload;
   readonly report?: ReportBlock;
   readonly capabilities: TypeCapabilities;
+  /** What the workload asks of the host (admission and `committed`); undefined when it asks nothing. */
+  requests?(w: W): ResourceRequests | undefined;
+  /** Image references the workload's engine objects run (GC keeps them; remembered in the store). */
+  images?(w: W): string[];
+  /** Names of the document's storage volumes (`volumes[].name`) the workload mounts or attaches. */
+  volumeRefs?(w: W): string[];
+}
+
+/** What one workload asks of the host; a field left out asks nothing of that resource. */
+export interface ResourceRequests {
+  cpus?: number;
+  memoryBytes?: number;
+  diskBytes?: number;
 }
 
 export interface RuntimeHealth {
