@@ -23,6 +23,10 @@ import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
+import { BUILTIN_TYPES } from './runtimes/registry.js';
+import { admissionGate, computeCommitted } from './resources/admission.js';
+import { registerResourceMetrics } from './resources/metrics.js';
+import { ResourceMonitor } from './resources/monitor.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { acquireStateDirLock } from './store/lock.js';
@@ -70,6 +74,11 @@ export class Agent {
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
   private stats: WorkloadStatsCollector | undefined;
+  /**
+   * Host capacity, usage and node conditions (src/resources). `resources.onDiskPressure(fn)` is the
+   * hook for "GC runs at once under DiskPressure": fn is called when DiskPressure turns on.
+   */
+  resources!: ResourceMonitor;
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
@@ -122,6 +131,15 @@ export class Agent {
       for (const rt of this.runtimes) await rt.close?.();
     });
 
+    this.resources = new ResourceMonitor({
+      settings: config.resources,
+      requireRequests: config.policy.requireResourceRequests,
+      stateDir,
+      paths: () => this.resourcePaths(),
+      logger,
+    });
+    // Admission needs figures before the first pass; a host that cannot be read admits by requests unknown.
+    await this.resources.sample().catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not read host resources'));
     this.stats = new WorkloadStatsCollector({ runtimes: this.runtimes, intervalSeconds: config.metrics.statsIntervalSeconds, health: this.health, logger });
     this.metrics = createAgentMetrics(
       { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname(), hostId: await readHostId(stateDir), intervals: configIntervals(config) },
@@ -149,6 +167,7 @@ export class Agent {
       },
     );
     registerExpiryMetrics(this.metrics.registry, () => this.store.data.desired?.document.expiresAt);
+    registerResourceMetrics(this.metrics.registry, { figures: () => this.resourceFigures(), conditions: () => this.resources.conditions() });
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
@@ -161,6 +180,14 @@ export class Agent {
       executor,
       logger,
       policy: config.policy,
+      gates: (view) => [
+        admissionGate(this.resources.admissionSettings(), {
+          desired: this.store.data.desired?.document.workloads ?? [],
+          observed: view.observed,
+          records: this.store.data.records,
+          types: BUILTIN_TYPES,
+        }),
+      ],
       onRecordChange: markDirty,
       onCycle: (s) => {
         this.recordCycleMetrics(s);
@@ -269,6 +296,11 @@ export class Agent {
     });
     this.closers.push(() => cron.stop());
     for (const rt of this.runtimes) void this.watchEvents(rt, signal);
+    // A condition that turns on or off changes what admission decides: report it and plan again.
+    void this.resources.run(signal, (changed) => {
+      this.reporter.markDirty();
+      void this.loop.trigger(`node condition changed: ${changed.join(', ')}`, signal);
+    });
 
     // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
     void this.loop.trigger('start', signal);
@@ -392,7 +424,30 @@ export class Agent {
       lastPullError: this.store.data.sync.lastError,
       pollIntervalSeconds: config.source.pollIntervalSeconds,
       longPollSeconds: config.source.longPollSeconds,
+      conditions: this.resources.conditions(),
     });
+  }
+
+  /** File systems that count for disk figures and DiskPressure beside the state dir: Docker's data root (imagefs) and storage pools. */
+  private resourcePaths(): { role: string; path: string }[] {
+    const out: { role: string; path: string }[] = [];
+    const root = this.health.get('docker')?.dataRoot;
+    if (root) out.push({ role: 'docker', path: root });
+    const pools = (this.store.data.desired?.document as { storagePools?: unknown } | undefined)?.storagePools;
+    if (Array.isArray(pools)) {
+      for (const p of pools as { path?: unknown }[]) if (typeof p.path === 'string') out.push({ role: 'storage', path: p.path });
+    }
+    return out;
+  }
+
+  /** capacity, allocatable and usage as last sampled; committed from the last pass's observation. */
+  private resourceFigures() {
+    const s = this.resources.latest();
+    const view = this.loop?.lastCycle?.view;
+    const committed = view
+      ? computeCommitted({ desired: this.store.data.desired?.document.workloads ?? [], observed: view.observed, records: this.store.data.records, types: BUILTIN_TYPES }).total
+      : undefined;
+    return { ...(s ? { capacity: s.capacity, allocatable: s.allocatable, usage: s.usage } : {}), ...(committed ? { committed } : {}) };
   }
 
   private buildReport(seq: number) {
@@ -400,8 +455,8 @@ export class Agent {
     const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
     for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;
-    // The first runtime (the primary) that tells the host's capacity.
-    const capacity = this.runtimes.map((rt) => view?.health.get(rt.name)?.capacity).find((c) => c !== undefined);
+    // Capacity from the host (cgroup or /proc; statfs), not from whichever engine answers first.
+    const { capacity, ...figures } = this.resourceFigures();
     return buildStatusReport({
       live: (type, id, state) => this.runtimeOf.get(type)?.live?.(id, state),
       nodeId: this.nodeId,
@@ -411,6 +466,7 @@ export class Agent {
       data: this.store.data,
       runtimes,
       ...(capacity ? { capacity } : {}),
+      resources: { ...figures, conditions: this.resources.conditions() },
       now: new Date(),
     });
   }

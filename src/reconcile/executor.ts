@@ -276,6 +276,10 @@ const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
 
   async deny(step) {
     // Decided by the planner: recorded as a terminal failure, nothing touches an engine.
+    // A refusal for want of room is terminal (no backoff loop); the planner lifts it once the gate admits.
+    if (step.untilHostChanges === true) {
+      throw new WorkloadError(step.code, step.violations.join('; '), { transient: false, details: { violations: step.violations.length, untilHostChanges: true } });
+    }
     throw new WorkloadError(step.code, step.violations.join('; '), { details: { violations: step.violations.length } });
   },
 

@@ -37,4 +37,10 @@ export const containerType: TypeDescriptor<ContainerWorkload> = {
   primary: newestMatching,
   report: containerReportBlock,
   capabilities: { exitEvidence: true, engineRestarts: true },
+  /** What `resources` limits: the container can use no more, so admission counts exactly that. */
+  requests(w) {
+    const r = w.spec.resources;
+    if (!r || (r.cpus === undefined && r.memoryBytes === undefined)) return undefined;
+    return { ...(r.cpus !== undefined ? { cpus: r.cpus } : {}), ...(r.memoryBytes !== undefined ? { memoryBytes: r.memoryBytes } : {}) };
+  },
 };
