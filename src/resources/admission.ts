@@ -23,7 +23,7 @@ export type ResourceKey = (typeof RESOURCE_KEYS)[number];
 export type ResourceFigures = Partial<Record<ResourceKey, number>>;
 
 const WORDS: Record<ResourceKey, { noun: string; format: (n: number) => string }> = {
-  cpus: { noun: 'CPU', format: formatCpus },
+  cpus: { noun: '', format: formatCpus },
   memoryBytes: { noun: 'memory', format: formatBytes },
   diskBytes: { noun: 'disk', format: formatBytes },
 };
@@ -125,7 +125,7 @@ export function shortfallMessage(k: ResourceKey, need: number, limit: number, al
   const { noun, format } = WORDS[k];
   const left = Math.max(0, limit - committed);
   const alloc = f === 1 ? `${format(allocatable)} allocatable` : `${format(limit)} allocatable with overcommit ${f} (${format(allocatable)} x ${f})`;
-  return `needs ${format(need)} ${noun}; ${format(left)} allocatable left (${alloc}, ${format(committed)} committed to ${plural(workloads, 'workload')})`;
+  return `needs ${format(need)}${noun ? ` ${noun}` : ''}; ${format(left)} allocatable left (${alloc}, ${format(committed)} committed to ${plural(workloads, 'workload')})`;
 }
 
 function deny(step: DesiredStep, code: DenyStep['code'], violations: string[], untilHostChanges: boolean): DenyStep {
@@ -146,7 +146,7 @@ export function admissionGate(settings: AdmissionSettings, view: AdmissionView):
   const holders = new Map(committed.byWorkload);
   return {
     name: 'admission',
-    check(step, record) {
+    check(step) {
       if (step.kind !== 'create' && step.kind !== 'recreate') return step;
       const w = step.workload;
       if (settings.pressure.length > 0) {
