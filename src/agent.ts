@@ -428,11 +428,13 @@ export class Agent {
     });
   }
 
-  /** File systems that count for disk figures and DiskPressure beside the state dir: Docker's data root (imagefs) and storage pools. */
+  /** File systems that count for DiskPressure beside the state dir: each runtime's data root (imagefs) and the storage pools. */
   private resourcePaths(): { role: string; path: string }[] {
     const out: { role: string; path: string }[] = [];
-    const root = this.health.get('docker')?.dataRoot;
-    if (root) out.push({ role: 'docker', path: root });
+    for (const rt of this.runtimes) {
+      const root = this.health.get(rt.name)?.dataRoot;
+      if (root) out.push({ role: 'imagefs', path: root });
+    }
     const pools = (this.store.data.desired?.document as { storagePools?: unknown } | undefined)?.storagePools;
     if (Array.isArray(pools)) {
       for (const p of pools as { path?: unknown }[]) if (typeof p.path === 'string') out.push({ role: 'storage', path: p.path });

@@ -75,8 +75,7 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   // sample is over a threshold: plan keeps no history for the transition period).
   const now = new Date();
   const paths = [{ role: 'state', path: stateDir }];
-  const dataRoot = view.health.get('docker')?.dataRoot;
-  if (dataRoot) paths.push({ role: 'docker', path: dataRoot });
+  for (const h of view.health.values()) if (h.dataRoot) paths.push({ role: 'imagefs', path: h.dataRoot });
   for (const pool of (v.value as { storagePools?: { path?: unknown }[] }).storagePools ?? []) if (typeof pool.path === 'string') paths.push({ role: 'storage', path: pool.path });
   const host = await sampleNodeResources({ settings: config.resources, paths }, now);
   const tracker = new ConditionTracker(config.resources.pressure);

@@ -6,6 +6,8 @@
 export const ERROR_CODES = {
   INVALID_SPEC: { transient: false, user: 'The workload spec is not valid for this host.' },
   POLICY_DENIED: { transient: false, user: "The host's policy does not allow this workload." },
+  // Transient as an engine reports it (a VM start refused for memory: retried, bounded by the budget).
+  // Admission's own denials are terminal until the host changes (DenyStep.untilHostChanges, docs/resources.md).
   INSUFFICIENT_RESOURCES: { transient: true, user: 'The host does not have enough free CPU, memory or disk for this workload.' },
   STORAGE_QUOTA_EXCEEDED: { transient: false, user: 'The storage pool quota would be exceeded.' },
   IMAGE_NOT_FOUND: { transient: false, user: 'The image does not exist in its registry (check the name and tag).' },

@@ -41,7 +41,7 @@ export interface PidFacts {
 }
 
 export interface FilesystemFacts {
-  /** Why it is watched: "state" (nodefs), "docker" (imagefs), "storage". */
+  /** Why it is watched: "state" (nodefs), "imagefs" (a runtime's data root), "storage" (a storage pool). */
   role: string;
   path: string;
   sizeBytes: number;

@@ -23,7 +23,7 @@ export interface PressureThresholds {
 
 export interface PressureSample {
   memoryAvailableBytes?: number | undefined;
-  /** nodefs: the state dir's file system; imagefs: Docker's data root. */
+  /** Roles: "state" (nodefs: the state dir's file system), "imagefs" (a runtime's data root: Docker's DockerRootDir, libvirt's storage dir). */
   filesystems: readonly FilesystemFacts[];
   pids?: PidFacts | undefined;
 }
@@ -48,7 +48,7 @@ export function signalsOver(sample: PressureSample, t: PressureThresholds): Reco
     out.MemoryPressure.push(`memory.available ${formatBytes(mem)} < ${formatBytes(t.memoryAvailableBytes)}`);
   }
   for (const f of sample.filesystems) {
-    const fsName = f.role === 'state' ? 'nodefs' : f.role === 'docker' ? 'imagefs' : undefined;
+    const fsName = f.role === 'state' ? 'nodefs' : f.role === 'imagefs' ? 'imagefs' : undefined;
     if (fsName === undefined) continue;
     const avail = pct(f.availBytes, f.sizeBytes);
     const limit = fsName === 'nodefs' ? t.nodefsAvailablePercent : t.imagefsAvailablePercent;

@@ -31,7 +31,7 @@ export interface SampleInputs {
   settings: ResourceSettings;
   /** Root of /proc and /sys/fs/cgroup (tests: a fake tree). */
   root?: string;
-  /** Paths whose file systems count, by role: "state" (nodefs, and the disk capacity), "docker" (imagefs), "storage". */
+  /** Paths whose file systems count, by role: "state" (nodefs, and the disk capacity), "imagefs" (a runtime's data root), "storage". */
   paths: readonly { role: string; path: string }[];
   /** CPU busy fraction since the previous sample (0..1), when known. */
   cpuBusy?: number | undefined;
@@ -74,7 +74,7 @@ export interface ResourceMonitorOptions {
   settings: ResourceSettings;
   requireRequests: boolean;
   stateDir: string;
-  /** Further paths, asked at each sample (Docker's data root is known once Docker answered; storage pools come with the document). */
+  /** Further paths, asked at each sample (a runtime's data root is known once it answered; storage pools come with the document). */
   paths?: () => { role: string; path: string }[];
   root?: string;
   now?: () => number;

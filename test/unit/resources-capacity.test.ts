@@ -163,7 +163,7 @@ describe('statfs and the sample', () => {
   it('file systems by role; a missing path is left out', async () => {
     const fs = await readFilesystems([
       { role: 'state', path: dir },
-      { role: 'docker', path: join(dir, 'nope') },
+      { role: 'imagefs', path: join(dir, 'nope') },
     ]);
     assert.equal(fs.length, 1);
     assert.equal(fs[0]?.role, 'state');

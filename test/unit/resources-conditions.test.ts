@@ -17,7 +17,7 @@ import { ResourceMonitor } from '../../src/resources/monitor.js';
 const MIB = 1024 * 1024;
 const T: PressureThresholds = { memoryAvailableBytes: 100 * MIB, nodefsAvailablePercent: 10, nodefsInodesFreePercent: 5, imagefsAvailablePercent: 15, pidAvailablePercent: 10, transitionPeriodSeconds: 300 };
 const fs = (role: string, availPct: number, inodesFreePct = 50): FilesystemFacts => ({ role, path: `/${role}`, sizeBytes: 1000 * MIB, availBytes: availPct * 10 * MIB, inodes: 1000, inodesFree: inodesFreePct * 10 });
-const ok = { memoryAvailableBytes: 4096 * MIB, filesystems: [fs('state', 50), fs('docker', 50)], pids: { max: 32768, running: 300 } };
+const ok = { memoryAvailableBytes: 4096 * MIB, filesystems: [fs('state', 50), fs('imagefs', 50)], pids: { max: 32768, running: 300 } };
 
 describe('signals over the kubelet thresholds', () => {
   it('none on a healthy sample', () => {
@@ -26,14 +26,14 @@ describe('signals over the kubelet thresholds', () => {
 
   it('each threshold, with the figures in words', () => {
     const s = signalsOver(
-      { memoryAvailableBytes: 80 * MIB, filesystems: [fs('state', 9, 4), fs('docker', 14), fs('storage', 1)], pids: { max: 1000, running: 950 } },
+      { memoryAvailableBytes: 80 * MIB, filesystems: [fs('state', 9, 4), fs('imagefs', 14), fs('storage', 1)], pids: { max: 1000, running: 950 } },
       T,
     );
     assert.deepEqual(s.MemoryPressure, ['memory.available 80 MiB < 100 MiB']);
     assert.deepEqual(s.DiskPressure, [
       'nodefs.available 9% < 10% (90 MiB of 1000 MiB free on /state)',
       'nodefs.inodesFree 4% < 5% (40 of 1000 inodes free on /state)',
-      'imagefs.available 14% < 15% (140 MiB of 1000 MiB free on /docker)',
+      'imagefs.available 14% < 15% (140 MiB of 1000 MiB free on /imagefs)',
     ]);
     assert.deepEqual(s.PIDPressure, ['pid.available 5% < 10% (950 of 1000 in use)']);
   });
@@ -48,7 +48,7 @@ describe('hysteresis (fake clock)', () => {
   it('on at once; stays on while the signal hovers; off after a full period without pressure', () => {
     const t = new ConditionTracker(T);
     let now = 1_000_000;
-    const low = { ...ok, filesystems: [fs('state', 5), fs('docker', 50)] };
+    const low = { ...ok, filesystems: [fs('state', 5), fs('imagefs', 50)] };
     assert.deepEqual(t.observe(ok, now), []);
     assert.equal(t.active(now).length, 0);
     now += 10_000;
