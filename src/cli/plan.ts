@@ -9,6 +9,7 @@ import { BUILTIN_TYPES } from '../runtimes/registry.js';
 import { admissionGate } from '../resources/admission.js';
 import { ConditionTracker } from '../resources/conditions.js';
 import { sampleNodeResources } from '../resources/monitor.js';
+import { formatBytes, formatCpus } from '../resources/units.js';
 import { SourceError } from '../errors/index.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
@@ -106,6 +107,9 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const out: string[] = [`Plan for node ${nodeId} (generation ${v.value.generation}, ${v.value.workloads.length} workloads)`];
   if (nodeWarning) out.push(`warning: ${nodeWarning}; the agent would reject it`);
   for (const [name, s] of Object.entries(view.status)) out.push(`runtime ${name}: ${s}`);
+  const alloc = host.allocatable;
+  out.push(`node: allocatable ${formatCpus(alloc.cpus ?? 0)}, ${formatBytes(alloc.memoryBytes ?? 0)} memory${alloc.diskBytes !== undefined ? `, ${formatBytes(alloc.diskBytes)} disk` : ''}`);
+  for (const c of tracker.active(now.getTime())) out.push(`node: ${c.type}: ${c.reason}; no new workloads are admitted`);
   const width = Math.max(8, ...p.steps.map((s) => s.workloadId.length));
   for (const s of p.steps) out.push(`  ${s.kind.padEnd(9)} ${s.workloadId.padEnd(width)}  ${s.reason}`);
   for (const u of p.unavailable) out.push(`  ${'blocked'.padEnd(9)} ${u.workloadId.padEnd(width)}  RUNTIME_UNAVAILABLE: ${u.reason}`);

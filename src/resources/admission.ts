@@ -85,10 +85,12 @@ export function requestsOf(types: TypeRegistry, w: WorkloadBase): ResourceFigure
 }
 
 /**
- * What an existing engine object holds: the requests of the spec it was made from when the record
- * still describes it (its canonical form is spec-shaped), else the desired spec's.
+ * What an existing engine object holds: the desired spec's requests when the object was made from
+ * it; for an object of an older spec (a recreate is due), that spec's, read from the record's
+ * canonical form (spec-shaped) when the record still describes the object, else the desired spec's.
  */
 function heldBy(types: TypeRegistry, w: WorkloadBase, o: ObservedWorkload, record: WorkloadRecord | undefined): ResourceFigures {
+  if (o.specHash === types.hash(w)) return requestsOf(types, w);
   if (record?.appliedSpec !== undefined && record.specHash !== undefined && record.specHash === o.specHash) {
     try {
       const d = types.get(w.type);
