@@ -17,12 +17,14 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 
 import Docker from 'dockerode';
+import * as v from 'valibot';
 
 import { AgentProcess, runCli, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, engineAvailable, requireEngine, testNodeId } from '../helpers/engines.js';
 import { freePort, promtoolCheckMetrics } from '../helpers/prometheus.js';
 import { readCpuMemory } from '../../src/resources/capacity.js';
 import { ResourceMonitor } from '../../src/resources/monitor.js';
+import { statusReport } from '../../src/spec/status-report.js';
 
 const run = promisify(execFile);
 const skip = await requireEngine('docker');
@@ -147,6 +149,7 @@ describe('admission and node conditions (built agent, real dockerd)', { skip, ti
       90_000,
     ).catch((err: unknown) => assert.fail(`${String(err)}\n${agent.dump()}`));
     const b = r.workloads.find((w) => w.id === 'b')!;
+    assert.ok(v.safeParse(statusReport, r).success, 'the report with node.committed and node.conditions matches its schema');
     assert.equal(b.error?.message, denied);
     assert.equal(b.error?.transient, false, 'terminal: not retried with backoff');
     assert.equal(b.phase, 'Failed');
