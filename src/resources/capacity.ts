@@ -6,6 +6,7 @@
  * fake /proc and /sys/fs/cgroup tree.
  */
 import { promises as fsp } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 
 /** cgroup v1 writes "no limit" as a huge page-aligned number (2^63 - 4096 on x86-64); anything this big is unlimited. */
@@ -246,7 +247,7 @@ export async function readCgroup(root = '/'): Promise<CgroupFacts | undefined> {
  */
 export async function readCpuMemory(root = '/'): Promise<CpuMemory> {
   const [procCpus, procMem, cg] = await Promise.all([readProcCpus(root), readProcMemory(root), readCgroup(root)]);
-  const machineCpus = procCpus ?? 1;
+  const machineCpus = procCpus ?? Math.max(1, availableParallelism());
   let cpus = machineCpus;
   let cpuSource = '/proc';
   const cgName = cg ? `cgroup v${cg.version}` : '';

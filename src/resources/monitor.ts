@@ -17,7 +17,7 @@ export type ResourceSettings = Pick<Config['resources'], 'reserved' | 'overcommi
 
 export interface NodeResourceSample {
   at: string;
-  capacity: Required<Pick<ResourceFigures, 'cpus' | 'memoryBytes'>> & ResourceFigures;
+  capacity: Required<Pick<ResourceFigures, 'cpus'>> & ResourceFigures;
   allocatable: ResourceFigures;
   usage: ResourceFigures;
   memoryAvailableBytes: number;
@@ -43,14 +43,19 @@ export async function sampleNodeResources(i: SampleInputs, now = new Date()): Pr
   const [cm, filesystems, pids] = await Promise.all([readCpuMemory(root), readFilesystems(i.paths), readPids(root)]);
   const r = i.settings.reserved;
   const nodefs = filesystems.find((f) => f.role === 'state');
-  const capacity: NodeResourceSample['capacity'] = { cpus: cm.cpus, memoryBytes: cm.memoryBytes };
-  if (nodefs) capacity.diskBytes = nodefs.sizeBytes;
-  const allocatable: ResourceFigures = {
-    cpus: Math.max(0, round3(cm.cpus - r.cpus)),
-    memoryBytes: Math.max(0, cm.memoryBytes - r.memoryBytes),
-  };
-  if (nodefs) allocatable.diskBytes = Math.max(0, nodefs.sizeBytes - r.diskBytes);
-  const usage: ResourceFigures = { memoryBytes: Math.max(0, cm.memoryBytes - cm.memoryAvailableBytes) };
+  const capacity: NodeResourceSample['capacity'] = { cpus: cm.cpus };
+  const allocatable: ResourceFigures = { cpus: Math.max(0, round3(cm.cpus - r.cpus)) };
+  const usage: ResourceFigures = {};
+  // Memory that could not be read is unknown (admission does not check it), never 0 (which would refuse everything).
+  if (cm.memoryBytes > 0) {
+    capacity.memoryBytes = cm.memoryBytes;
+    allocatable.memoryBytes = Math.max(0, cm.memoryBytes - r.memoryBytes);
+    usage.memoryBytes = Math.max(0, cm.memoryBytes - cm.memoryAvailableBytes);
+  }
+  if (nodefs) {
+    capacity.diskBytes = nodefs.sizeBytes;
+    allocatable.diskBytes = Math.max(0, nodefs.sizeBytes - r.diskBytes);
+  }
   if (i.cpuBusy !== undefined) usage.cpus = round3(i.cpuBusy * cm.cpus);
   if (nodefs) usage.diskBytes = Math.max(0, nodefs.sizeBytes - nodefs.availBytes);
   return { at: now.toISOString(), capacity, allocatable, usage, memoryAvailableBytes: cm.memoryAvailableBytes, filesystems, pids, source: cm.source };
@@ -124,7 +129,7 @@ export class ResourceMonitor {
     const s = await sampleNodeResources({ settings: this.opts.settings, ...(this.opts.root ? { root: this.opts.root } : {}), paths, cpuBusy: await this.cpuBusy() }, new Date(this.now()));
     this.last = s;
     this.samples++;
-    const changed = this.tracker.observe({ memoryAvailableBytes: s.memoryAvailableBytes, filesystems: s.filesystems, pids: s.pids }, this.now());
+    const changed = this.tracker.observe({ ...(s.capacity.memoryBytes !== undefined ? { memoryAvailableBytes: s.memoryAvailableBytes } : {}), filesystems: s.filesystems, pids: s.pids }, this.now());
     const log = this.opts.logger;
     for (const type of changed) {
       const c = this.tracker.conditions(this.now()).find((x) => x.type === type);

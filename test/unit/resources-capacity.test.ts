@@ -201,6 +201,11 @@ describe('statfs and the sample', () => {
       assert.equal(none.allocatable.cpus, 0);
       assert.equal(none.allocatable.memoryBytes, 0);
       assert.equal(none.capacity.diskBytes, undefined);
+      // An unreadable /proc/meminfo: memory unknown (not checked by admission), never 0.
+      const blind = await sampleNodeResources({ settings: { reserved: { cpus: 0, memoryBytes: 0, diskBytes: 0 }, overcommit: { cpu: 1, memory: 1 }, pressure: { memoryAvailableBytes: 0, nodefsAvailablePercent: 0, nodefsInodesFreePercent: 0, imagefsAvailablePercent: 0, pidAvailablePercent: 0, transitionPeriodSeconds: 1 }, sampleIntervalSeconds: 1 }, root: join(root, 'nothing'), paths: [] });
+      assert.equal(blind.capacity.memoryBytes, undefined);
+      assert.equal(blind.allocatable.memoryBytes, undefined);
+      assert.ok(blind.capacity.cpus >= 1);
     } finally {
       await rm(root, { recursive: true, force: true });
     }
