@@ -178,6 +178,11 @@ describe('admission and node conditions (built agent, real dockerd)', { skip, ti
       assert.doesNotMatch(lint.output, /persys_node_/, lint.output);
     }
 
+    // `persys-agent status` says what is committed of what is allocatable.
+    const status = await runCli(['status', '--stateDir', stateDir]);
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, /^committed: .*64 MiB of 100 MiB memory allocatable$/m);
+
     // A few passes later: still one attempt, still nothing of b (no retry loop).
     await new Promise((res) => setTimeout(res, 4000));
     const later = await readReport(stateDir);
