@@ -28,7 +28,8 @@ const composeFields = v.strictObject({
 export const composeSpec = v.pipe(
   composeFields,
   v.rawCheck(({ dataset, addIssue }) => {
-    if (!dataset.typed) return;
+    // A file over the bound (or empty) already has its issue; it is not parsed.
+    if (!dataset.typed || dataset.value.composeYaml.length === 0 || dataset.value.composeYaml.length > 1024 * 1024) return;
     const r = parseComposeCached(dataset.value);
     if (r.ok) return;
     for (const issue of r.issues) {
