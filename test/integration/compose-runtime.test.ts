@@ -68,6 +68,7 @@ function appYaml(): string {
 services:
   db:
     image: ${IMAGE}
+    stop_grace_period: 1s
     command: ["sh", "-c", "date >> /data/boots; touch /tmp/ok; exec sleep 3600"]
     volumes: [ "data:/data" ]
     healthcheck:
@@ -77,6 +78,7 @@ services:
       retries: 30
   api:
     image: ${IMAGE}
+    stop_grace_period: 1s
     command: sh -c 'exec sleep 3600'
     environment:
       DB_HOST: \${DB_HOST:-db}
@@ -84,6 +86,7 @@ services:
       db: { condition: service_healthy }
   web:
     image: ${IMAGE}
+    stop_grace_period: 1s
     command: ["sh", "-c", "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"]
     ports: [ "127.0.0.1:\${WEB_PORT}:8080" ]
     depends_on: [ api ]
@@ -211,6 +214,7 @@ describe('compose runtime on the real dockerd', { skip, timeout: 240_000 }, () =
       for (const svc of ['db', 'api', 'web']) assert.match(ps.stdout, new RegExp(`${project}-${svc}-1 .* Up`), ps.stdout);
       const upd = await run(COMPOSE_BIN as string, ['-p', project, 'up', '-d'], opts);
       const text = `${upd.stdout}${upd.stderr}`;
+      assert.match(text, /is up-to-date/, text);
       assert.doesNotMatch(text, /Recreating|Creating/, text);
       const afterIds = byService(await containersOf(id));
       for (const [svc, c] of before) assert.equal(afterIds.get(svc)?.Id, c.Id, `${svc} kept its container`);

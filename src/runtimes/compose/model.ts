@@ -524,7 +524,8 @@ function parseFileRefs(w: Walker, v: unknown, path: string, declared: Obj, kindN
       if (source === undefined) return w.fail(`${p}.source`, 'required');
       let target = w.str(el.target, `${p}.target`) ?? defaultTarget(source);
       if (kindName === 'secrets' && !target.startsWith('/')) target = `/run/secrets/${target}`;
-      const mode = el.mode === undefined ? 0o400 : typeof el.mode === 'number' ? el.mode : Number.parseInt(String(el.mode), 8);
+      // `mode: 0440` is octal in compose files (YAML 1.1), but YAML 1.2 reads it as decimal 440: digits 0-7 are taken as octal.
+      const mode = el.mode === undefined ? 0o400 : typeof el.mode === 'number' && !/^[0-7]{1,4}$/.test(String(el.mode)) ? el.mode : Number.parseInt(String(el.mode), 8);
       if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) return w.fail(`${p}.mode`, 'must be a file mode like 0400');
       ref = { source, target, mode };
       const uid = w.str(el.uid, `${p}.uid`);
