@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   RUNTIME_UNAVAILABLE: { transient: true, user: 'The runtime for this workload (Docker or libvirt) is not available on this host.' },
   CONTAINER_EXITED: { transient: true, user: 'The container exited.' },
   CRASH_LOOP: { transient: true, user: 'The workload keeps crashing after it starts.' },
+  DEPENDENCY_FAILED: { transient: true, user: 'A service this compose service depends on did not become ready (started, healthy or completed).' },
   VM_DEFINE_FAILED: { transient: false, user: 'libvirt refused the virtual machine definition.' },
   VM_START_FAILED: { transient: true, user: 'The virtual machine could not be started.' },
   VM_NO_IP: { transient: true, user: 'The virtual machine has not obtained an IP address yet.' },
