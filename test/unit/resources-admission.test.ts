@@ -235,6 +235,12 @@ describe('admission', () => {
     assert.equal(c.workloads, 2);
   });
 
+  it('compose requests (the compose runtime\'s): the services\' limits add up', () => {
+    const app: Workload = { id: 'shop', type: 'compose', revision: '1', spec: { project: 'shop', composeYaml: 'services:\n  api:\n    image: nginx:1.27\n    mem_limit: 64m\n  worker:\n    image: nginx:1.27\n    mem_limit: 64m\n    cpus: 0.5\n' } };
+    assert.deepEqual(BUILTIN_TYPES.of(app).requests?.(app), { cpus: 0.5, memoryBytes: 128 * MIB });
+    assert.deepEqual(denial(run([app], settings()), 'shop').violations, ['needs 128 MiB memory; 100 MiB allocatable left (100 MiB allocatable, 0 B committed to 0 workloads)']);
+  });
+
   it('vm requests: vCPUs, memory plus QEMU overhead, disk sizes', () => {
     const vm: VmWorkload = { id: 'vm1', type: 'vm', revision: '1', spec: { vcpus: 2, memoryMiB: 512, disks: [{ name: 'root', sizeBytes: GIB }, { name: 'data', sizeBytes: 2 * GIB }] } };
     assert.deepEqual(BUILTIN_TYPES.of(vm).requests?.(vm), { cpus: 2, memoryBytes: 512 * MIB + VM_MEMORY_OVERHEAD_BYTES, diskBytes: 3 * GIB });
