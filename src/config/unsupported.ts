@@ -4,7 +4,6 @@
  * this reason, instead of being silently ignored. A key leaves this list with its implementation.
  */
 export const UNSUPPORTED_CONFIG_KEYS: readonly { key: string; reason: string }[] = [
-  { key: 'gc', reason: 'not supported in this version: the agent has no garbage collector yet; remove gc.* from the config' },
   {
     key: 'resources.reserved',
     reason: 'not supported in this version: the agent does no admission yet, so nothing would be reserved; remove resources.reserved.* from the config',

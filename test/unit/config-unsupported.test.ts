@@ -1,5 +1,5 @@
 /**
- * Every accepted config key works or is refused: gc.* and resources.reserved.* are not implemented
+ * Every accepted config key works or is refused: resources.reserved.* is not implemented
  * in this version, so setting any of them (file, env or flag) is a config error naming the key and
  * saying "not supported in this version"; the CLI turns that into exit 2. A document that uses
  * volumes or storagePools is rejected the same way, naming the path.
@@ -32,12 +32,12 @@ describe('unsupported config keys', () => {
   });
   after(async () => rm(dir, { recursive: true, force: true }));
 
-  it('gc.* and resources.reserved.* from a file are refused, each leaf named with its origin', async () => {
+  it('resources.reserved.* from a file is refused, each leaf named with its origin; gc.* is accepted', async () => {
     const file = join(dir, 'c.json');
     await writeFile(file, JSON.stringify({ gc: { intervalSeconds: 3600, imageMinAgeSeconds: 60 }, resources: { reserved: { cpus: 0.5 } } }));
     const issues = refused(() => loadConfig({ file, env: {}, flags: {}, cwd: dir }));
-    assert.equal(issues.length, 3, issues.join('\n'));
-    for (const key of ['gc.intervalSeconds', 'gc.imageMinAgeSeconds', 'resources.reserved.cpus']) {
+    assert.equal(issues.length, 1, issues.join('\n'));
+    for (const key of ['resources.reserved.cpus']) {
       const line = issues.find((l) => l.startsWith(`${key}: `));
       assert.ok(line, `${key} named`);
       assert.match(line, /not supported in this version/);
@@ -46,7 +46,7 @@ describe('unsupported config keys', () => {
   });
 
   it('from env and flags too', () => {
-    assert.match(refused(() => loadConfig({ env: { PERSYS_GC_INTERVAL_SECONDS: '600' }, flags: {}, cwd: dir })).join('\n'), /^gc\.intervalSeconds: not supported in this version.*PERSYS_GC_INTERVAL_SECONDS/);
+    assert.equal(loadConfig({ env: { PERSYS_GC_INTERVAL_SECONDS: '1' }, flags: {}, cwd: dir }).gc.intervalSeconds, 1);
     assert.match(refused(() => loadConfig({ env: {}, flags: { 'resources.reserved.memoryBytes': '1024' }, cwd: dir })).join('\n'), /^resources\.reserved\.memoryBytes: not supported in this version/);
   });
 
@@ -56,8 +56,8 @@ describe('unsupported config keys', () => {
     assert.doesNotThrow(() => loadConfig({ env: {}, flags: {}, cwd: dir, file: undefined }));
   });
 
-  it('the list names exactly gc and resources.reserved', () => {
-    assert.deepEqual(UNSUPPORTED_CONFIG_KEYS.map((k) => k.key), ['gc', 'resources.reserved']);
+  it('the list names exactly resources.reserved', () => {
+    assert.deepEqual(UNSUPPORTED_CONFIG_KEYS.map((k) => k.key), ['resources.reserved']);
   });
 });
 

@@ -37,4 +37,6 @@ export const containerType: TypeDescriptor<ContainerWorkload> = {
   primary: newestMatching,
   report: containerReportBlock,
   capabilities: { exitEvidence: true, engineRestarts: true },
+  // The one image the container runs: GC keeps it while the workload is desired (docs/gc.md).
+  images: (w) => [w.spec.image],
 };

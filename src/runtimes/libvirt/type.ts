@@ -30,4 +30,19 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   primary: newestMatching,
   report: vmReportBlock,
   capabilities: { exitEvidence: false, engineRestarts: false },
+  // Base images of the disks, as the image cache names them (sha256:<hex>) and by source: GC keeps
+  // the cache entries a desired VM uses (docs/gc.md).
+  images: (w) => vmImageRefs(w),
 };
+
+/** `sha256:<hex>` of every disk image with a digest, and `path:`/`url:` of its source. */
+export function vmImageRefs(w: VmWorkload): string[] {
+  const out: string[] = [];
+  for (const disk of w.spec.disks ?? []) {
+    const img = disk.image;
+    if (!img) continue;
+    if (img.sha256 !== undefined) out.push(`sha256:${img.sha256}`);
+    out.push('url' in img ? `url:${img.url}` : `path:${img.path}`);
+  }
+  return out;
+}
