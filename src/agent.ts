@@ -25,6 +25,8 @@ import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
+import { GarbageCollector } from './gc/collector.js';
+import { registerGcMetrics } from './gc/metrics.js';
 import { acquireStateDirLock } from './store/lock.js';
 import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
 import { Store } from './store/store.js';
@@ -70,6 +72,8 @@ export class Agent {
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
   private stats: WorkloadStatsCollector | undefined;
+  /** The garbage collector; `gc.runNow(reason)` runs a pass at once (the DiskPressure hook). */
+  gc!: GarbageCollector;
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
@@ -168,6 +172,19 @@ export class Agent {
       },
     });
 
+    // The garbage collector: its own schedule (gc.intervalSeconds), src/gc, docs/gc.md.
+    this.gc = new GarbageCollector({
+      config,
+      store: this.store,
+      runtimes: this.runtimes,
+      nodeId: this.nodeId,
+      stateDir,
+      logger,
+      metrics: registerGcMetrics(this.metrics.registry),
+      dockerDataRoot: () => this.health.get('docker')?.dataRoot,
+      onChange: markDirty,
+    });
+
     const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const statusUrl = expandUrl(config.status.url ?? pathToFileURL(resolve(stateDir, 'status.json')).href, this.nodeId);
     // Source and status each get their own client: their own CA, client certificate and token.
@@ -249,6 +266,7 @@ export class Agent {
           const rec = await this.loop.requestRetry(id, signal);
           return rec ? this.buildReport(this.store.data.reporter.seq).workloads.find((w) => w.id === id) ?? { id } : undefined;
         },
+        gc: (o) => this.gc.runNow(o.dryRun ? 'persys-agent gc --dry-run' : 'persys-agent gc', o),
         sync: async () => {
           // Answers after the pull this request caused and a cycle that started after it.
           await poller.pullNow();
@@ -269,6 +287,8 @@ export class Agent {
     });
     this.closers.push(() => cron.stop());
     for (const rt of this.runtimes) void this.watchEvents(rt, signal);
+    this.gc.start(signal);
+    this.closers.push(() => this.gc.stop());
 
     // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
     void this.loop.trigger('start', signal);
@@ -311,6 +331,9 @@ export class Agent {
     // Durable before its first step: the loop sees it only once desired.json holds it. If it cannot
     // be stored it is not applied: the error is reported, and the throw makes the poller back off and
     // pull (and store) again, the etag still being the old one.
+    // The images the new document names are remembered before it is applied, and the ones it no
+    // longer names are marked unreferenced after: the store never forgets an image of ours (GC).
+    this.gc.noteDesired(r.document.workloads, true);
     try {
       await this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     } catch (err) {
@@ -320,6 +343,7 @@ export class Agent {
       this.reporter.markDirty();
       throw new Error(message, { cause: err });
     }
+    this.gc.noteDesired(r.document.workloads);
     this.metrics.desiredGeneration.set(r.document.generation);
     this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
     this.reporter.markDirty();
@@ -411,6 +435,7 @@ export class Agent {
       data: this.store.data,
       runtimes,
       ...(capacity ? { capacity } : {}),
+      ...(this.gc?.report() ? { gc: this.gc.report() } : {}),
       now: new Date(),
     });
   }

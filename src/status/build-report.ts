@@ -21,6 +21,8 @@ export interface ReportInputs {
   live?: (type: string, workloadId: string, state: RuntimeState | undefined) => unknown;
   /** Size bound of the report (default REPORT_MAX_BYTES). */
   maxBytes?: number;
+  /** The garbage collector's last pass (src/gc). */
+  gc?: StatusReport['gc'];
 }
 
 function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry): WorkloadStatus {
@@ -72,6 +74,7 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     workloads: records.map((r) => workloadStatus(r, i, types)),
   };
   if (i.capacity) report.node.capacity = i.capacity;
+  if (i.gc) report.gc = i.gc;
   return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES, types);
 }
 

@@ -177,7 +177,7 @@ function decode(text: string, file: string, table: Migrations, target: number): 
 /** imageRefs as the agent writes them; anything else is dropped (GC then knows less, and removes less). */
 function isImageRefs(x: unknown): x is NonNullable<StoreData['imageRefs']> {
   if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
-  return Object.values(x).every((e) => typeof e === 'object' && e !== null && typeof (e as { lastReferencedAt?: unknown }).lastReferencedAt === 'string' && typeof (e as { type?: unknown }).type === 'string');
+  return Object.values(x).every((e) => typeof e === 'object' && e !== null && typeof (e as { firstReferencedAt?: unknown }).firstReferencedAt === 'string' && typeof (e as { type?: unknown }).type === 'string');
 }
 
 function decodeDesired(text: string): DesiredStateEntry {

@@ -103,9 +103,10 @@ export interface StoreData {
 export interface ImageRefEntry {
   /** The workload type whose descriptor named it (container, vm, ...). */
   type: string;
-  /** When a desired workload first and last referenced it (ISO). */
+  /** When a desired workload first referenced it (ISO). */
   firstReferencedAt: string;
-  lastReferencedAt: string;
+  /** Since when no desired workload references it (ISO); absent while one does. Written only when that changes. */
+  unreferencedSince?: string;
 }
 
 export const emptyStoreData = (): StoreData => ({
