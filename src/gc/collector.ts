@@ -149,7 +149,9 @@ export class GarbageCollector {
   /** Starts the schedule; passes stop with `signal`. */
   start(signal: AbortSignal): void {
     this.signal = signal;
-    this.cron = new Cron('* * * * * *', { interval: this.deps.config.gc.intervalSeconds, protect: true }, async () => {
+    const interval = this.deps.config.gc.intervalSeconds;
+    // The first pass one interval after start: the reconcile loop re-adopts what exists first.
+    this.cron = new Cron('* * * * * *', { interval, protect: true, startAt: new Date(this.now().getTime() + interval * 1000) }, async () => {
       await this.runNow('periodic').catch((err: unknown) => this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'garbage collection failed'));
     });
     signal.addEventListener('abort', () => this.cron?.stop(), { once: true });
