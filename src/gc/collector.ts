@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
 import type { ImageRefEntry } from '../store/types.js';
 import { diskUsage, dockerGc, statusOf, type DockerGc } from './docker.js';
 import type { GcMetrics } from './metrics.js';
-import { normalizeImageRef, selectGarbage, type GcCandidate, type GcKind, type VmFiles } from './select.js';
+import { normalizeImageRef, selectGarbage, type EngineImage, type GcCandidate, type GcKind, type StrayObject, type VmFiles } from './select.js';
 import { readVmFiles } from './vm-files.js';
 
 /** Bounds of one pass: removals (one engine call or file each) and wall time. The rest waits for the next pass. */
@@ -143,7 +143,7 @@ export class GarbageCollector {
     this.now = deps.now ?? (() => new Date());
     this.types = deps.types ?? BUILTIN_TYPES;
     const dockerRt = deps.runtimes.some((r) => r.name === 'docker');
-    this.docker = deps.docker !== undefined ? deps.docker : dockerRt ? dockerGc(deps.config.docker.socketPath, deps.nodeId, () => this.calls++) : null;
+    this.docker = deps.docker !== undefined ? deps.docker : dockerRt ? dockerGc(deps.config.docker.socketPath, deps.nodeId) : null;
   }
 
   /** Starts the schedule; passes stop with `signal`. */
@@ -211,7 +211,12 @@ export class GarbageCollector {
       }),
     );
     const dockerUp = runtimeUp.container === true;
-    const [strays, images] = this.docker && dockerUp ? await Promise.all([this.docker.strays(signal).catch(() => []), this.docker.images(signal).catch(() => undefined)]) : [[], undefined];
+    let strays: StrayObject[] = [];
+    let images: EngineImage[] | undefined;
+    if (this.docker && dockerUp) {
+      this.calls += 2;
+      [strays, images] = await Promise.all([this.docker.strays(signal).catch(() => []), this.docker.images(signal).catch(() => undefined)]);
+    }
     const root = this.deps.dockerDataRoot?.() ?? '/var/lib/docker';
     const disk = dockerUp ? await (this.deps.disk ?? diskUsage)(root) : undefined;
     let vm: VmFiles | undefined;
@@ -312,6 +317,7 @@ export class GarbageCollector {
       }
       case 'remove-container':
         if (!this.docker) throw new Error('docker is not in use');
+        this.calls++;
         await this.docker.removeContainer(a.id, signal);
         return true;
       case 'forget-record':
@@ -319,6 +325,7 @@ export class GarbageCollector {
         return true;
       case 'remove-image': {
         if (!this.docker) throw new Error('docker is not in use');
+        this.calls++;
         const deleted = await this.docker.removeImage(a.ref, signal);
         const gone = normalizeImageRef(a.ref);
         this.deps.store.update((d) => {

@@ -6,7 +6,7 @@ import type { EngineImage, StrayObject } from './select.js';
 
 /**
  * What GC asks of Docker beyond the runtime contract: the labelled containers observe() skips (no
- * workload id), the image list, and removals. One list call each per pass; every call is counted.
+ * workload id), the image list, and removals. Each method is one engine call (the collector counts them).
  */
 export interface DockerGc {
   strays(signal: AbortSignal): Promise<StrayObject[]>;
@@ -22,18 +22,16 @@ export const statusOf = (err: unknown): number | undefined => {
   return typeof s === 'number' ? s : undefined;
 };
 
-export function dockerGc(socketPath: string, nodeId: string, countCall: () => void): DockerGc {
+export function dockerGc(socketPath: string, nodeId: string): DockerGc {
   const docker = new Dockerode({ socketPath });
   return {
     async strays(signal) {
-      countCall();
       const list = await docker.listContainers({ all: true, filters: { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${nodeId}`] }, abortSignal: signal });
       return list
         .filter((c) => (c.Labels?.[LABELS.workloadId] ?? '') === '')
         .map((c) => ({ runtime: 'docker', kind: 'container' as const, id: c.Id, name: (c.Names[0] ?? c.Id.slice(0, 12)).replace(/^\//, ''), state: c.State, createdAt: new Date(c.Created * 1000).toISOString() }));
     },
     async images(signal) {
-      countCall();
       const list = await docker.listImages({ abortSignal: signal } as Parameters<typeof docker.listImages>[0]);
       return list.map((i) => ({
         id: i.Id,
@@ -44,7 +42,6 @@ export function dockerGc(socketPath: string, nodeId: string, countCall: () => vo
       }));
     },
     async removeContainer(id, signal) {
-      countCall();
       try {
         await docker.getContainer(id).remove({ force: true, v: false, abortSignal: signal });
       } catch (err) {
@@ -52,7 +49,6 @@ export function dockerGc(socketPath: string, nodeId: string, countCall: () => vo
       }
     },
     async removeImage(ref, signal) {
-      countCall();
       // Never forced: an image a container (ours or the host owner's) uses is refused by Docker (409).
       const res = (await docker.getImage(ref).remove({ abortSignal: signal } as object)) as unknown;
       return Array.isArray(res) && res.some((r) => typeof r === 'object' && r !== null && 'Deleted' in r);
