@@ -17,6 +17,8 @@ import { readVmFiles } from './vm-files.js';
 /** Bounds of one pass: removals (one engine call or file each) and wall time. The rest waits for the next pass. */
 export const MAX_REMOVALS_PER_PASS = 100;
 export const PASS_TIMEOUT_MS = 60_000;
+/** Removals in flight at once (images: one at a time, in order). */
+export const REMOVAL_CONCURRENCY = 4;
 /** Entries of `removed` kept for the status report (the counts are in metrics). */
 export const REPORT_MAX_REMOVED = 50;
 
@@ -251,15 +253,10 @@ export class GarbageCollector {
     const result: GcPassResult = { at: now.toISOString(), dryRun, trigger, durationMs: 0, engineCalls: 0, removed: [], failed: [], freedBytes: 0, deferred: 0, notes };
     const todo = sel.candidates.slice(0, MAX_REMOVALS_PER_PASS);
     result.deferred = sel.candidates.length - todo.length;
-    for (const c of todo) {
-      if (dryRun) {
-        result.removed.push(entryOf(c));
-        result.freedBytes += c.bytes ?? 0;
-        continue;
-      }
+    const removeOne = async (c: GcCandidate): Promise<void> => {
       if (signal.aborted) {
         result.deferred++;
-        continue;
+        return;
       }
       try {
         const freed = await this.carryOut(c, byName, signal);
@@ -280,6 +277,24 @@ export class GarbageCollector {
         const level = c.kind === 'image' && statusOf(err) === 409 ? 'debug' : 'warn';
         logger[level]({ kind: c.kind, id: c.id, err: message }, `gc could not remove ${c.kind} ${c.name ?? c.id}`);
       }
+    };
+    if (dryRun) {
+      for (const c of todo) {
+        result.removed.push(entryOf(c));
+        result.freedBytes += c.bytes ?? 0;
+      }
+    } else {
+      // Objects and files a few at a time; images one by one, oldest first (the order of the selection).
+      const queue = todo.filter((c) => c.kind !== 'image');
+      await Promise.all(
+        Array.from({ length: Math.min(REMOVAL_CONCURRENCY, queue.length) }, async () => {
+          for (let c = queue.shift(); c !== undefined; c = queue.shift()) await removeOne(c);
+        }),
+      );
+      for (const c of todo) if (c.kind === 'image') await removeOne(c);
+      const order = new Map(todo.map((c, k) => [`${c.kind} ${c.id}`, k] as const));
+      const rank = (e: GcEntry) => order.get(`${e.kind} ${e.id}`) ?? 0;
+      result.removed.sort((a, b) => rank(a) - rank(b));
     }
     result.durationMs = performance.now() - started;
     result.engineCalls = this.calls;
