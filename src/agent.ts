@@ -181,7 +181,7 @@ export class Agent {
       stateDir,
       logger,
       metrics: registerGcMetrics(this.metrics.registry),
-      dockerDataRoot: () => this.health.get('docker')?.dataRoot,
+      dataRootOf: (runtime) => this.health.get(runtime)?.dataRoot,
       onChange: markDirty,
     });
 

@@ -65,8 +65,8 @@ export interface GcDeps {
   logger: Logger;
   metrics?: GcMetrics;
   types?: TypeRegistry;
-  /** Docker's data root (from the runtime's health), whose file system image GC watches. */
-  dockerDataRoot?: () => string | undefined;
+  /** A runtime's data root (from its health): Docker's is the file system image GC watches. */
+  dataRootOf?: (runtime: string) => string | undefined;
   /** Test seams: the docker side, the disk figures, the clock. */
   docker?: DockerGc | null;
   disk?: (path: string) => Promise<{ usedBytes: number; availableBytes: number } | undefined>;
@@ -219,7 +219,7 @@ export class GarbageCollector {
       this.calls += 2;
       [strays, images] = await Promise.all([this.docker.strays(signal).catch(() => []), this.docker.images(signal).catch(() => undefined)]);
     }
-    const root = this.deps.dockerDataRoot?.() ?? '/var/lib/docker';
+    const root = this.deps.dataRootOf?.('docker') ?? '/var/lib/docker';
     const disk = dockerUp ? await (this.deps.disk ?? diskUsage)(root) : undefined;
     let vm: VmFiles | undefined;
     if (byName.has('libvirt') && runtimeUp.vm === true) {
