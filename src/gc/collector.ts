@@ -271,11 +271,16 @@ export class GarbageCollector {
         logger.info({ kind: c.kind, id: c.id, ...(c.name ? { name: c.name } : {}), ...(c.workloadId ? { workloadId: c.workloadId } : {}), bytes: e.bytes ?? 0, reason: c.reason }, `gc removed ${c.kind} ${c.name ?? c.id}`);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
+        // Docker refuses an image a container uses (409, ours in its grace period or the host owner's):
+        // it stays, which is right. Not a failure; tried again next pass.
+        if (c.kind === 'image' && statusOf(err) === 409) {
+          result.notes.push(`kept image ${c.id}: a container uses it`);
+          logger.debug({ kind: c.kind, id: c.id, err: message }, `gc kept image ${c.id}: in use`);
+          return;
+        }
         result.failed.push({ ...entryOf(c), error: message });
         this.deps.metrics?.failed(c.kind);
-        // Docker refuses an image a container uses (409): it stays, which is right, so no warning.
-        const level = c.kind === 'image' && statusOf(err) === 409 ? 'debug' : 'warn';
-        logger[level]({ kind: c.kind, id: c.id, err: message }, `gc could not remove ${c.kind} ${c.name ?? c.id}`);
+        logger.warn({ kind: c.kind, id: c.id, err: message }, `gc could not remove ${c.kind} ${c.name ?? c.id}`);
       }
     };
     if (dryRun) {

@@ -43,9 +43,12 @@ export function dockerGc(socketPath: string, nodeId: string): DockerGc {
     },
     async removeContainer(id, signal) {
       try {
-        await docker.getContainer(id).remove({ force: true, v: false, abortSignal: signal });
+        // v: anonymous volumes (image VOLUMEs) go with the container; named volumes are never touched.
+        await docker.getContainer(id).remove({ force: true, v: true, abortSignal: signal });
       } catch (err) {
-        if (statusOf(err) !== 404) throw err;
+        const status = statusOf(err);
+        if (status === 404 || (status === 409 && /already in progress/i.test(String(err)))) return;
+        throw err;
       }
     },
     async removeImage(ref, signal) {

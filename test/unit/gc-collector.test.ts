@@ -124,6 +124,21 @@ describe('gc collector', () => {
     assert.match(text, /persys_gc_runs_total\{result="ok"\} 1/);
   });
 
+  it('an image Docker refuses because a container uses it (409) is kept, not a failure', async () => {
+    store.update((d) => void (d.imageRefs = { 'app:1': { type: 'container', firstReferencedAt: new Date(T0).toISOString(), unreferencedSince: new Date(T0).toISOString() } }));
+    const { gc, docker, registry } = make([]);
+    docker.removeImage = async () => {
+      throw Object.assign(new Error('conflict: unable to remove repository reference "app:1" (must force) - container abc is using its referenced image'), { statusCode: 409 });
+    };
+    const pass = await gc.runNow('test');
+    assert.deepEqual(pass.removed, []);
+    assert.deepEqual(pass.failed, []);
+    assert.ok(pass.notes.includes('kept image app:1: a container uses it'), pass.notes.join('\n'));
+    assert.ok(store.data.imageRefs?.['app:1'], 'still known');
+    assert.match(await registry.metrics(), /persys_gc_removal_errors_total\{kind="image"\} 0/);
+    store.update((d) => void (d.imageRefs = {}));
+  });
+
   it(`a pass removes at most ${MAX_REMOVALS_PER_PASS} things; the rest waits for the next`, async () => {
     const objects = Array.from({ length: MAX_REMOVALS_PER_PASS + 20 }, (_, i) => orphan(100 + i));
     const { gc, rt } = make(objects);
