@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
 import type { ImageRefEntry } from '../store/types.js';
 import { diskUsage, dockerGc, statusOf, type DockerGc } from './docker.js';
 import type { GcMetrics } from './metrics.js';
-import { normalizeImageRef, selectGarbage, type EngineImage, type GcCandidate, type GcKind, type StrayObject, type VmFiles } from './select.js';
+import { normalizeImageRef, selectGarbage, type EngineImage, type GcCandidate, type GcInput, type GcKind, type StrayObject, type VmFiles } from './select.js';
 import { readVmFiles } from './vm-files.js';
 
 /** Bounds of one pass: removals (one engine call or file each) and wall time. The rest waits for the next pass. */
@@ -19,6 +19,8 @@ export const MAX_REMOVALS_PER_PASS = 100;
 export const PASS_TIMEOUT_MS = 60_000;
 /** Removals in flight at once (images: one at a time, in order). */
 export const REMOVAL_CONCURRENCY = 4;
+/** Extra image rounds after measuring the disk again (see pass()). */
+export const IMAGE_ROUNDS = 3;
 /** Entries of `removed` kept for the status report (the counts are in metrics). */
 export const REPORT_MAX_REMOVED = 50;
 
@@ -228,7 +230,7 @@ export class GarbageCollector {
     }
 
     const now = this.now();
-    const sel = selectGarbage({
+    const input: GcInput = {
       now,
       config: config.gc,
       desired,
@@ -242,7 +244,8 @@ export class GarbageCollector {
       disk,
       vm,
       firstSeen: this.firstSeen,
-    });
+    };
+    const sel = selectGarbage(input);
     if (!dryRun) {
       for (const k of sel.seen) this.firstSeen.set(k, now.getTime());
       this.forgetGone(sel.seen, observed, strays);
@@ -297,8 +300,23 @@ export class GarbageCollector {
         }),
       );
       for (const c of todo) if (c.kind === 'image') await removeOne(c);
+      // Image sizes count layers shared with others, so the estimate may stop short of the low
+      // threshold: measure again and go on, oldest first (a few rounds at most, within the bounds).
+      const tried = new Set(todo.filter((c) => c.kind === 'image').map((c) => c.id));
+      for (let round = 0; round < IMAGE_ROUNDS && tried.size > 0 && this.docker && !signal.aborted; round++) {
+        const disk2 = await (this.deps.disk ?? diskUsage)(root);
+        if (!disk2 || (disk2.usedBytes / (disk2.usedBytes + disk2.availableBytes)) * 100 <= config.gc.imageLowThresholdPercent) break;
+        this.calls++;
+        const images2 = await this.docker.images(signal).catch(() => undefined);
+        const again = selectGarbage({ ...input, images: images2, disk: disk2, imageRefs: store.data.imageRefs ?? {}, imagesUnderway: true }).candidates.filter((c) => c.kind === 'image' && !tried.has(c.id));
+        if (again.length === 0) break;
+        for (const c of again.slice(0, Math.max(0, MAX_REMOVALS_PER_PASS - result.removed.length - result.failed.length))) {
+          tried.add(c.id);
+          await removeOne(c);
+        }
+      }
       const order = new Map(todo.map((c, k) => [`${c.kind} ${c.id}`, k] as const));
-      const rank = (e: GcEntry) => order.get(`${e.kind} ${e.id}`) ?? 0;
+      const rank = (e: GcEntry) => order.get(`${e.kind} ${e.id}`) ?? todo.length;
       result.removed.sort((a, b) => rank(a) - rank(b));
     }
     result.durationMs = performance.now() - started;

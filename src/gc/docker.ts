@@ -39,6 +39,7 @@ export function dockerGc(socketPath: string, nodeId: string): DockerGc {
         digests: (i.RepoDigests ?? []).filter((t) => !t.startsWith('<none>')),
         createdAt: new Date(i.Created * 1000).toISOString(),
         sizeBytes: i.Size,
+        ...(i.ParentId ? { parentId: i.ParentId } : {}),
       }));
     },
     async removeContainer(id, signal) {

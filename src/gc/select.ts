@@ -33,7 +33,10 @@ export interface EngineImage {
   tags: string[];
   digests: string[];
   createdAt: string;
+  /** Size including the layers it shares with its parent (Docker's Size). */
   sizeBytes: number;
+  /** The image it was built on, when built here (Docker's ParentId); its layers stay when this one goes. */
+  parentId?: string;
 }
 
 export interface FileFact {
@@ -79,6 +82,8 @@ export interface GcInput {
   vm: VmFiles | undefined;
   /** When GC first saw an object or a dropped record (ms), for what carries no time of its own. */
   firstSeen: ReadonlyMap<string, number>;
+  /** Image GC started this pass (usage was over the high threshold): it goes on down to the low one. */
+  imagesUnderway?: boolean;
 }
 
 export type GcAction =
@@ -222,7 +227,7 @@ function selectImages(i: GcInput, now: number, out: GcSelection): void {
   const usedPct = total > 0 ? (i.disk.usedBytes / total) * 100 : 0;
   const high = i.config.imageHighThresholdPercent;
   const low = i.config.imageLowThresholdPercent;
-  if (usedPct < high) {
+  if (usedPct < high && !(i.imagesUnderway === true && usedPct > low)) {
     out.imageNote = `images: Docker's file system is ${pct(usedPct)} used, below gc.imageHighThresholdPercent ${high}%`;
     return;
   }
@@ -234,6 +239,9 @@ function selectImages(i: GcInput, now: number, out: GcSelection): void {
     last: number;
   }
   const picks: Pick[] = [];
+  const sizeOf = new Map(i.images.map((x) => [x.id, x.sizeBytes] as const));
+  // What removing an image frees: its own layers, not those of the image it was built on.
+  const own = (x: EngineImage): number => Math.max(0, x.sizeBytes - (x.parentId !== undefined ? (sizeOf.get(x.parentId) ?? 0) : 0));
   for (const img of i.images) {
     const all = [...img.tags, ...img.digests];
     if (all.length === 0) continue;
@@ -262,11 +270,11 @@ function selectImages(i: GcInput, now: number, out: GcSelection): void {
         id: ref,
         name: p.img.id,
         reason: `no desired workload references ${ref} (unreferenced for ${fmtAge(now - p.last)}, min age ${i.config.imageMinAgeSeconds} s); Docker's file system is ${pct(usedPct)} used (high ${high}%, low ${low}%)`,
-        ...(isLast ? { bytes: p.img.sizeBytes } : {}),
+        ...(isLast ? { bytes: own(p.img) } : {}),
         action: { do: 'remove-image', ref, imageId: p.img.id, lastTag: isLast },
       });
     });
-    if (lastTag) freed += p.img.sizeBytes;
+    if (lastTag) freed += own(p.img);
     count++;
   }
   out.imageNote = `images: Docker's file system is ${pct(usedPct)} used (high ${high}%): ${count} of ${picks.length} unreferenced image(s) selected, oldest first, to free about ${Math.max(0, Math.round(need))} bytes down to ${low}%`;

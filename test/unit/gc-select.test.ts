@@ -166,6 +166,13 @@ describe('gc: images', () => {
     assert.deepEqual(sel.candidates.map((c) => c.id).sort(), ['app:1', 'app:2']);
   });
 
+  it('a pass that started image GC (over high) goes on down to low after measuring again (hysteresis)', () => {
+    const at82 = { usedBytes: 82, availableBytes: 18 };
+    assert.deepEqual(kinds(input({ images, imageRefs, disk: at82, referenced: new Set(['app:3']) })), []);
+    assert.deepEqual(kinds(input({ images, imageRefs, disk: at82, referenced: new Set(['app:3']), imagesUnderway: true })), ['image app:1']);
+    assert.deepEqual(kinds(input({ images, imageRefs, disk: { usedBytes: 80, availableBytes: 20 }, referenced: new Set(['app:3']), imagesUnderway: true })), []);
+  });
+
   it('never younger than imageMinAgeSeconds (counted from when the last desired workload stopped referencing it)', () => {
     const refs = { 'app:1': ref('container', 900) };
     assert.deepEqual(kinds(input({ images, imageRefs: refs, disk: full, now: at(1019) })), []);
