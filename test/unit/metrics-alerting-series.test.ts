@@ -88,6 +88,7 @@ describe('per-workload state series', () => {
     assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Running')]), false, 'running while desired stopped');
     assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Stopped'), rec('old', 'Removing')]), false, 'a removal pending');
     assert.equal(isApplied([], []), true);
+    assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Stopped'), rec('old', 'Failed')]), true, 'a dropped failed workload\'s record, kept for GC retention');
   });
 
   it('keeps the newest applied generation while a newer one rolls out', async () => {
