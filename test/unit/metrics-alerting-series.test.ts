@@ -123,6 +123,7 @@ describe('store and configuration series', () => {
     const scrape = configIntervals(loadConfig({ env: {}, flags: { 'source.pollIntervalSeconds': '7' } }));
     assert.equal(scrape['source.pollIntervalSeconds'], 7);
     assert.equal(scrape['metrics.push.intervalSeconds'], undefined);
+    assert.equal(scrape['gc.intervalSeconds'], 60);
     const push = configIntervals(loadConfig({ env: {}, flags: { 'metrics.push.url': 'http://127.0.0.1:9091', 'metrics.push.intervalSeconds': '20' } }));
     assert.equal(push['metrics.push.intervalSeconds'], 20);
     const m = createAgentMetrics({ nodeId: 'n', version: 'v', intervals: push });
