@@ -23,6 +23,10 @@ import { Executor } from './reconcile/executor.js';
 import { ReconcileLoop, type CycleSummary } from './reconcile/loop.js';
 import { RuntimeAvailabilityLog } from './reconcile/runtime-availability.js';
 import { createRuntimes } from './runtimes/create-runtimes.js';
+import { BUILTIN_TYPES } from './runtimes/registry.js';
+import { admissionGate, computeCommitted } from './resources/admission.js';
+import { registerResourceMetrics } from './resources/metrics.js';
+import { ResourceMonitor } from './resources/monitor.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
 import { GarbageCollector } from './gc/collector.js';
@@ -74,6 +78,11 @@ export class Agent {
   private stats: WorkloadStatsCollector | undefined;
   /** The garbage collector; `gc.runNow(reason)` runs a pass at once (the DiskPressure hook). */
   gc!: GarbageCollector;
+  /**
+   * Host capacity, usage and node conditions (src/resources). `resources.onDiskPressure(fn)` is the
+   * hook for "GC runs at once under DiskPressure": fn is called when DiskPressure turns on.
+   */
+  resources!: ResourceMonitor;
   nodeId = '';
   metricsPort: number | null = null;
   private stopped = false;
@@ -126,6 +135,15 @@ export class Agent {
       for (const rt of this.runtimes) await rt.close?.();
     });
 
+    this.resources = new ResourceMonitor({
+      settings: config.resources,
+      requireRequests: config.policy.requireResourceRequests,
+      stateDir,
+      paths: () => this.resourcePaths(),
+      logger,
+    });
+    // Admission needs figures before the first pass; a host that cannot be read admits by requests unknown.
+    await this.resources.sample().catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not read host resources'));
     this.stats = new WorkloadStatsCollector({ runtimes: this.runtimes, intervalSeconds: config.metrics.statsIntervalSeconds, health: this.health, logger });
     this.metrics = createAgentMetrics(
       { nodeId: this.nodeId, version: AGENT_VERSION, hostname: hostname(), hostId: await readHostId(stateDir), intervals: configIntervals(config) },
@@ -153,6 +171,7 @@ export class Agent {
       },
     );
     registerExpiryMetrics(this.metrics.registry, () => this.store.data.desired?.document.expiresAt);
+    registerResourceMetrics(this.metrics.registry, { figures: () => this.resourceFigures(), conditions: () => this.resources.conditions() });
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
@@ -165,6 +184,14 @@ export class Agent {
       executor,
       logger,
       policy: config.policy,
+      gates: (view) => [
+        admissionGate(this.resources.admissionSettings(), {
+          desired: this.store.data.desired?.document.workloads ?? [],
+          observed: view.observed,
+          records: this.store.data.records,
+          types: BUILTIN_TYPES,
+        }),
+      ],
       onRecordChange: markDirty,
       onCycle: (s) => {
         this.recordCycleMetrics(s);
@@ -288,7 +315,19 @@ export class Agent {
     this.closers.push(() => cron.stop());
     for (const rt of this.runtimes) void this.watchEvents(rt, signal);
     this.gc.start(signal);
-    this.closers.push(() => this.gc.stop());
+    // GC runs at once under DiskPressure (issue 12): a pass now, after the one in flight if any.
+    const offDiskPressure = this.resources.onDiskPressure((reason) => {
+      this.gc.runNow(`DiskPressure: ${reason}`).catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'garbage collection under DiskPressure failed'));
+    });
+    this.closers.push(() => {
+      offDiskPressure();
+      this.gc.stop();
+    });
+    // A condition that turns on or off changes what admission decides: report it and plan again.
+    void this.resources.run(signal, (changed) => {
+      this.reporter.markDirty();
+      void this.loop.trigger(`node condition changed: ${changed.join(', ')}`, signal);
+    });
 
     // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
     void this.loop.trigger('start', signal);
@@ -416,7 +455,32 @@ export class Agent {
       lastPullError: this.store.data.sync.lastError,
       pollIntervalSeconds: config.source.pollIntervalSeconds,
       longPollSeconds: config.source.longPollSeconds,
+      conditions: this.resources.conditions(),
     });
+  }
+
+  /** File systems that count for DiskPressure beside the state dir: each runtime's data root (imagefs) and the storage pools. */
+  private resourcePaths(): { role: string; path: string }[] {
+    const out: { role: string; path: string }[] = [];
+    for (const rt of this.runtimes) {
+      const root = this.health.get(rt.name)?.dataRoot;
+      if (root) out.push({ role: 'imagefs', path: root });
+    }
+    const pools = (this.store.data.desired?.document as { storagePools?: unknown } | undefined)?.storagePools;
+    if (Array.isArray(pools)) {
+      for (const p of pools as { path?: unknown }[]) if (typeof p.path === 'string') out.push({ role: 'storage', path: p.path });
+    }
+    return out;
+  }
+
+  /** capacity, allocatable and usage as last sampled; committed from the last pass's observation. */
+  private resourceFigures() {
+    const s = this.resources.latest();
+    const view = this.loop?.lastCycle?.view;
+    const committed = view
+      ? computeCommitted({ desired: this.store.data.desired?.document.workloads ?? [], observed: view.observed, records: this.store.data.records, types: BUILTIN_TYPES }).total
+      : undefined;
+    return { ...(s ? { capacity: s.capacity, allocatable: s.allocatable, usage: s.usage } : {}), ...(committed ? { committed } : {}) };
   }
 
   private buildReport(seq: number) {
@@ -424,8 +488,8 @@ export class Agent {
     const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
     for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;
-    // The first runtime (the primary) that tells the host's capacity.
-    const capacity = this.runtimes.map((rt) => view?.health.get(rt.name)?.capacity).find((c) => c !== undefined);
+    // Capacity from the host (cgroup or /proc; statfs), not from whichever engine answers first.
+    const { capacity, ...figures } = this.resourceFigures();
     return buildStatusReport({
       live: (type, id, state) => this.runtimeOf.get(type)?.live?.(id, state),
       nodeId: this.nodeId,
@@ -436,6 +500,7 @@ export class Agent {
       runtimes,
       ...(capacity ? { capacity } : {}),
       ...(this.gc?.report() ? { gc: this.gc.report() } : {}),
+      resources: { ...figures, conditions: this.resources.conditions() },
       now: new Date(),
     });
   }

@@ -41,11 +41,13 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(dockerd)
 [[ -x "$DOCKER_CLI" ]] || missing+=("$DOCKER_CLI")
 package_installed busybox-static || missing+=(busybox-static)
+# Debian's docker-compose (1.29): the peer the compose runtime's interop test and bench compare with.
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if ((${#missing[@]} > 0)); then
   need_root "installing packages (missing: ${missing[*]})"
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian only"
-  packages=(docker.io busybox-static)
+  packages=(docker.io busybox-static docker-compose)
   command -v curl >/dev/null 2>&1 || packages+=(curl)
   log "missing: ${missing[*]}; installing ${packages[*]} with apt"
   apt-get update -qq >&2 || die "apt-get update failed"

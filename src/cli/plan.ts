@@ -5,6 +5,11 @@ import { silentLogger } from '../log.js';
 import { observeRuntimes } from '../reconcile/loop.js';
 import { plan } from '../reconcile/planner.js';
 import { createRuntimes } from '../runtimes/create-runtimes.js';
+import { BUILTIN_TYPES } from '../runtimes/registry.js';
+import { admissionGate } from '../resources/admission.js';
+import { ConditionTracker } from '../resources/conditions.js';
+import { sampleNodeResources } from '../resources/monitor.js';
+import { formatBytes, formatCpus } from '../resources/units.js';
 import { SourceError } from '../errors/index.js';
 import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
@@ -67,7 +72,22 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const view = await observeRuntimes(runtimes, AbortSignal.timeout(30_000));
   for (const rt of runtimes) await rt.close?.();
   const records = await readStoreReadOnly(stateDir);
-  const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now: new Date() });
+  // The agent's admission gate, on one sample of the host taken now (a condition is on when this
+  // sample is over a threshold: plan keeps no history for the transition period).
+  const now = new Date();
+  const paths = [{ role: 'state', path: stateDir }];
+  for (const h of view.health.values()) if (h.dataRoot) paths.push({ role: 'imagefs', path: h.dataRoot });
+  for (const pool of (v.value as { storagePools?: { path?: unknown }[] }).storagePools ?? []) if (typeof pool.path === 'string') paths.push({ role: 'storage', path: pool.path });
+  const host = await sampleNodeResources({ settings: config.resources, paths }, now);
+  const tracker = new ConditionTracker(config.resources.pressure);
+  tracker.observe({ memoryAvailableBytes: host.memoryAvailableBytes, filesystems: host.filesystems, pids: host.pids }, now.getTime());
+  const gates = [
+    admissionGate(
+      { allocatable: host.allocatable, overcommit: config.resources.overcommit, requireRequests: config.policy.requireResourceRequests, pressure: tracker.active(now.getTime()) },
+      { desired: v.value.workloads, observed: view.observed, records, types: BUILTIN_TYPES },
+    ),
+  ];
+  const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now, gates });
 
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
   if (args.options.json) {
@@ -80,13 +100,16 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
       ...(s.kind === 'deny' ? { code: s.code, violations: s.violations } : {}),
     }));
     io.stdout.write(
-      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
+      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, node: { capacity: host.capacity, allocatable: host.allocatable, conditions: tracker.conditions(now.getTime()) }, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
     );
     return 0;
   }
   const out: string[] = [`Plan for node ${nodeId} (generation ${v.value.generation}, ${v.value.workloads.length} workloads)`];
   if (nodeWarning) out.push(`warning: ${nodeWarning}; the agent would reject it`);
   for (const [name, s] of Object.entries(view.status)) out.push(`runtime ${name}: ${s}`);
+  const alloc = host.allocatable;
+  out.push(`node: allocatable ${formatCpus(alloc.cpus ?? 0)}, ${formatBytes(alloc.memoryBytes ?? 0)} memory${alloc.diskBytes !== undefined ? `, ${formatBytes(alloc.diskBytes)} disk` : ''}`);
+  for (const c of tracker.active(now.getTime())) out.push(`node: ${c.type}: ${c.reason}; no new workloads are admitted`);
   const width = Math.max(8, ...p.steps.map((s) => s.workloadId.length));
   for (const s of p.steps) out.push(`  ${s.kind.padEnd(9)} ${s.workloadId.padEnd(width)}  ${s.reason}`);
   for (const u of p.unavailable) out.push(`  ${'blocked'.padEnd(9)} ${u.workloadId.padEnd(width)}  RUNTIME_UNAVAILABLE: ${u.reason}`);

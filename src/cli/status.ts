@@ -1,6 +1,7 @@
 import { apiSocketPath, AgentUnreachableError, callAgent } from '../api/client.js';
 import type { StatusReport, WorkloadStatus } from '../spec/status-report.js';
 import { parseArgs } from './args.js';
+import { formatBytes, formatCpus } from '../resources/units.js';
 import { configFromArgs } from './config-args.js';
 
 type Io = { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream };
@@ -36,6 +37,12 @@ export function formatStatus(r: StatusReport): string {
   const lines: string[] = [];
   lines.push(`node ${r.nodeId}  agent ${r.agentVersion}  generation ${r.observedGeneration ?? 'none'}  ${r.workloads.length} workload(s)`);
   for (const [name, s] of Object.entries(r.node.runtimes)) lines.push(`runtime ${name}: ${s}`);
+  const { allocatable: alloc, committed } = r.node;
+  if (alloc?.memoryBytes !== undefined || alloc?.cpus !== undefined) {
+    const fig = (k: 'cpus' | 'memoryBytes', f: (n: number) => string) => (alloc[k] !== undefined ? `${f(committed?.[k] ?? 0)} of ${f(alloc[k])}` : undefined);
+    lines.push(`committed: ${[fig('cpus', formatCpus), fig('memoryBytes', formatBytes) && `${fig('memoryBytes', formatBytes)} memory`].filter(Boolean).join(', ')} allocatable`);
+  }
+  for (const c of r.node.conditions ?? []) if (c.status) lines.push(`node condition ${c.type}: ${c.reason}; new workloads are not admitted`);
   if (r.sync.lastError) lines.push(`desired state: ${r.sync.lastError.code}: ${r.sync.lastError.message}`);
   if (r.sync.desiredExpired) lines.push(`desired state: EXPIRED at ${r.sync.desiredExpiresAt ?? '?'}: its workloads keep running, but no fresh document has arrived`);
   if (r.sync.signedBy && r.sync.signedBy.length > 0) lines.push(`signed by: ${r.sync.signedBy.join(', ')}`);

@@ -183,6 +183,7 @@ export const configSchema = v.strictObject({
         allowUnconfinedApparmor: v.pipe(v.optional(v.boolean(), false), d('Allow security.apparmorProfile "unconfined".')),
         allowedBridges: v.pipe(v.optional(v.array(v.string()), []), d('Host bridges a VM may attach to (networks[].bridge); none by default.')),
         allowedNetworks: v.pipe(v.optional(v.array(v.string())), d('When set: the libvirt networks a VM may attach to (networks[].network). Unset: any libvirt network.')),
+        requireResourceRequests: v.pipe(v.optional(v.boolean('policy.requireResourceRequests must be true or false'), false), d('Refuse workloads that request no CPU, memory or disk (admission needs requests to count).')),
       }),
       {},
     ),
@@ -233,8 +234,33 @@ export const configSchema = v.strictObject({
             }),
             {},
           ),
-          d('Reserved for the host and not allocatable. Not supported in this version: setting any resources.reserved.* key refuses to start (exit 2).'),
+          d('Reserved for the host and not allocatable: allocatable = capacity - reserved (docs/resources.md).'),
         ),
+        overcommit: v.pipe(
+          v.optional(
+            v.strictObject({
+              cpu: v.pipe(v.optional(seconds('resources.overcommit.cpu', 1, 100), 1), d('Factor on allocatable CPUs that requests may add up to (1: no overcommit).')),
+              memory: v.pipe(v.optional(seconds('resources.overcommit.memory', 1, 100), 1), d('Factor on allocatable memory that requests may add up to. Default 1: memory is never overcommitted.')),
+            }),
+            {},
+          ),
+          d('How far the sum of requests may exceed what is allocatable.'),
+        ),
+        pressure: v.pipe(
+          v.optional(
+            v.strictObject({
+              memoryAvailableBytes: v.pipe(v.optional(int('resources.pressure.memoryAvailableBytes', 0, Number.MAX_SAFE_INTEGER), 100 * 1024 * 1024), d('MemoryPressure below this much available memory (kubelet memory.available<100Mi).')),
+              nodefsAvailablePercent: v.pipe(v.optional(seconds('resources.pressure.nodefsAvailablePercent', 0, 100), 10), d('DiskPressure below this share of free space on the state dir\'s file system (kubelet nodefs.available<10%).')),
+              nodefsInodesFreePercent: v.pipe(v.optional(seconds('resources.pressure.nodefsInodesFreePercent', 0, 100), 5), d('DiskPressure below this share of free inodes there (kubelet nodefs.inodesFree<5%).')),
+              imagefsAvailablePercent: v.pipe(v.optional(seconds('resources.pressure.imagefsAvailablePercent', 0, 100), 15), d('DiskPressure below this share of free space on Docker\'s data root (kubelet imagefs.available<15%).')),
+              pidAvailablePercent: v.pipe(v.optional(seconds('resources.pressure.pidAvailablePercent', 0, 100), 10), d('PIDPressure below this share of free process ids (pid.available; the kubelet has no default, 0 switches it off).')),
+              transitionPeriodSeconds: v.pipe(v.optional(seconds('resources.pressure.transitionPeriodSeconds', 1, 86400), 300), d('A condition clears only after this long without pressure (kubelet evictionPressureTransitionPeriod).')),
+            }),
+            {},
+          ),
+          d('Thresholds of the node conditions MemoryPressure, DiskPressure and PIDPressure (kubelet defaults).'),
+        ),
+        sampleIntervalSeconds: v.pipe(v.optional(seconds('resources.sampleIntervalSeconds', 1, 3600), 10), d('How often capacity, usage and the node conditions are read from the host.')),
       }),
       {},
     ),

@@ -4,10 +4,6 @@
  * this reason, instead of being silently ignored. A key leaves this list with its implementation.
  */
 export const UNSUPPORTED_CONFIG_KEYS: readonly { key: string; reason: string }[] = [
-  {
-    key: 'resources.reserved',
-    reason: 'not supported in this version: the agent does no admission yet, so nothing would be reserved; remove resources.reserved.* from the config',
-  },
 ];
 
 /** Every leaf path under `raw` (the config as given, before defaults) that falls under an unsupported key. */

@@ -6,6 +6,8 @@
 export const ERROR_CODES = {
   INVALID_SPEC: { transient: false, user: 'The workload spec is not valid for this host.' },
   POLICY_DENIED: { transient: false, user: "The host's policy does not allow this workload." },
+  // Transient as an engine reports it (a VM start refused for memory: retried, bounded by the budget).
+  // Admission's own denials are terminal until the host changes (DenyStep.untilHostChanges, docs/resources.md).
   INSUFFICIENT_RESOURCES: { transient: true, user: 'The host does not have enough free CPU, memory or disk for this workload.' },
   STORAGE_QUOTA_EXCEEDED: { transient: false, user: 'The storage pool quota would be exceeded.' },
   IMAGE_NOT_FOUND: { transient: false, user: 'The image does not exist in its registry (check the name and tag).' },
@@ -18,6 +20,7 @@ export const ERROR_CODES = {
   RUNTIME_UNAVAILABLE: { transient: true, user: 'The runtime for this workload (Docker or libvirt) is not available on this host.' },
   CONTAINER_EXITED: { transient: true, user: 'The container exited.' },
   CRASH_LOOP: { transient: true, user: 'The workload keeps crashing after it starts.' },
+  DEPENDENCY_FAILED: { transient: true, user: 'A service this compose service depends on did not become ready (started, healthy or completed).' },
   VM_DEFINE_FAILED: { transient: false, user: 'libvirt refused the virtual machine definition.' },
   VM_START_FAILED: { transient: true, user: 'The virtual machine could not be started.' },
   VM_NO_IP: { transient: true, user: 'The virtual machine has not obtained an IP address yet.' },

@@ -21,6 +21,8 @@ export interface ReadinessInput {
   lastPullError: { code: string; message: string } | null;
   pollIntervalSeconds: number;
   longPollSeconds: number;
+  /** Node conditions (src/resources): any that is on makes `resources` not ready, since nothing new is admitted. */
+  conditions?: readonly { type: string; status: boolean; reason: string }[];
 }
 
 /** A pull is fresh while it is younger than this: three poll intervals, plus a long-poll hold. */
@@ -55,6 +57,12 @@ export function computeReadiness(input: ReadinessInput): Record<string, Readines
         ? `last successful pull ${Math.round(age / 1000)} s ago`
         : `last successful pull ${Math.round(age / 1000)} s ago, older than ${Math.round(maxAgeMs / 1000)} s${input.lastPullError ? ` (${input.lastPullError.code}: ${input.lastPullError.message})` : ''}`,
     };
+  }
+  if (input.conditions) {
+    const on = input.conditions.filter((c) => c.status);
+    checks.resources = on.length === 0
+      ? { ok: true, reason: 'no MemoryPressure, DiskPressure or PIDPressure' }
+      : { ok: false, reason: `${on.map((c) => `${c.type}: ${c.reason}`).join('; ')}; new workloads are not admitted (running ones keep running)` };
   }
   return checks;
 }

@@ -189,6 +189,29 @@ async function replace(ctx: StepContext, step: StepOf<'recreate'> | StepOf<'repa
   return { ...rec, runtimeId: undefined, actualState: 'missing' };
 }
 
+/**
+ * A recreate through the runtime's own update (Runtime.update): the new inputs first while the old
+ * object serves, then the runtime changes only what differs (a compose app: the changed services).
+ */
+async function updateInPlace(ctx: StepContext, step: StepOf<'recreate'>, base: WorkloadRecord, rt: Runtime & Required<Pick<Runtime, 'update'>>): Promise<void> {
+  const w = step.workload;
+  const d = ctx.types.of(w);
+  let rec = withPhase(base, 'Pulling', step.reason, ctx.now());
+  save(ctx, rec);
+  await rt.prepare(w, applyContext(ctx, step, rec, () => undefined));
+  rec = withPhase(rec, 'Creating', step.reason, ctx.now());
+  save(ctx, rec);
+  const progress = (p: 'Pulling' | 'Creating' | 'Starting') => {
+    if (rec.phase === p || !canTransition(rec.phase, p)) return;
+    rec = withPhase(rec, p, step.reason, ctx.now());
+    save(ctx, rec);
+  };
+  const updated = await rt.update(step.observed, w, applyContext(ctx, step, rec, progress));
+  rec = withCreated(rec, updated, step, d, ctx);
+  const running = (w.desiredState ?? 'running') === 'running';
+  save(ctx, withSuccess({ ...rec, actualState: updated.state }, running ? 'Running' : 'Stopped', running ? '' : 'created, desired stopped', ctx.now()));
+}
+
 /** One executor per step kind: a new kind without an executor does not compile. */
 const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
   async create(step, ctx) {
@@ -196,6 +219,11 @@ const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
   },
 
   async recreate(step, ctx) {
+    const rt = runtimeFor(ctx, step.workload.type);
+    if (rt.update) {
+      await updateInPlace(ctx, step, syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash), rt as Runtime & Required<Pick<Runtime, 'update'>>);
+      return;
+    }
     const rec = await replace(ctx, step, syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash));
     await createAndStart(ctx, step, rec);
   },
@@ -276,6 +304,10 @@ const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
 
   async deny(step) {
     // Decided by the planner: recorded as a terminal failure, nothing touches an engine.
+    // A refusal for want of room is terminal (no backoff loop); the planner lifts it once the gate admits.
+    if (step.untilHostChanges === true) {
+      throw new WorkloadError(step.code, step.violations.join('; '), { transient: false, details: { violations: step.violations.length, untilHostChanges: true } });
+    }
     throw new WorkloadError(step.code, step.violations.join('; '), { details: { violations: step.violations.length } });
   },
 

@@ -346,6 +346,8 @@ function gate(step: DesiredStep, record: WorkloadRecord | undefined, now: Date):
     if (o) return { target: 'workload', workloadId: w.id, workload: w, observed: o, why: 'cleanup-after-failed-start', kind: 'remove', reason: `${step.reason}; removing what is left of the workload` };
     return { ...rest, kind: 'noop', reason: step.reason };
   }
+  // Refused for want of room, and the gates admit it now (the host changed): applied afresh.
+  if (retry.gaveUp && record.error?.details?.untilHostChanges === true) return step;
   // A previous revision that still serves is not the failed attempt's resource: a bad new image
   // tag must not take the service down. It stays until the desired state changes again.
   if (retry.gaveUp && step.kind === 'recreate' && serving(o)) {

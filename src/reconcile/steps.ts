@@ -65,6 +65,11 @@ export interface DenyStep extends DesiredBase {
   code: ErrorCode;
   violations: string[];
   observed?: ObservedWorkload;
+  /**
+   * A refusal for want of room (admission, node pressure): terminal, not retried with backoff, but
+   * the gate looks again every pass, and once it admits the workload (the host changed) it is applied.
+   */
+  untilHostChanges?: boolean;
 }
 /** An engine object stuck in an odd state past its wait: replaced, and the error says why. */
 export interface RepairStep extends DesiredBase {

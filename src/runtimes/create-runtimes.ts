@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { configurePolicyContext } from '../policy/container-policy.js';
+import { ComposeRuntime } from './compose/compose-runtime.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
 import { LibvirtRuntime } from './libvirt/libvirt-runtime.js';
 import type { Runtime } from './runtime.js';
@@ -36,6 +37,12 @@ const FACTORIES: readonly RuntimeFactory[] = [
     name: 'docker',
     enabled: (c) => c.docker.enabled,
     create: (c, ctx) => new DockerRuntime({ socketPath: c.docker.socketPath, nodeId: ctx.nodeId, namePrefix: c.docker.namePrefix, logger: ctx.logger }),
+  },
+  {
+    // Native compose on the same Docker Engine: on wherever docker is (the YAML parser loads on first use).
+    name: 'compose',
+    enabled: (c) => c.docker.enabled,
+    create: (c, ctx) => new ComposeRuntime({ socketPath: c.docker.socketPath, nodeId: ctx.nodeId, logger: ctx.logger }),
   },
   {
     name: 'libvirt',

@@ -133,5 +133,5 @@ export class TypeRegistry {
 export const WORKLOAD_SCHEMAS = [containerWorkload, composeWorkload, vmWorkload] as const;
 export const BUILTIN_TYPE_NAMES = ['container', 'compose', 'vm'] as const;
 
-/** The built-in workload types: containers (docker), VMs (libvirt), compose apps (no runtime yet). */
+/** The built-in workload types: containers (docker), VMs (libvirt), compose apps (native compose on docker). */
 export const BUILTIN_TYPES = new TypeRegistry([containerType, composeType, vmType]);

@@ -260,6 +260,12 @@ export interface Runtime {
   /** Removes the object and what it owns, reclaiming per `why` (see RemoveReason). */
   remove(observed: ObservedWorkload, signal: AbortSignal, why: RemoveReason): Promise<void>;
   inspect(observed: ObservedWorkload, signal?: AbortSignal): Promise<ObservedWorkload | undefined>;
+  /**
+   * Brings an existing object to a new spec in place, when the runtime can do better than a whole
+   * replacement (a compose app recreates only the services that changed). When present, the executor
+   * uses it for `recreate` instead of stop + remove + create; `prepare` has run before it.
+   */
+  update?(observed: ObservedWorkload, workload: WorkloadBase, ctx: ApplyContext): Promise<CreatedWorkload>;
   /** Last lines of output, bounded in bytes (for crash evidence). */
   logTail?(observed: ObservedWorkload, lines: number, signal?: AbortSignal): Promise<string[]>;
   /**

@@ -90,6 +90,20 @@ export const statusReport = v.pipe(
         capacity: v.pipe(v.optional(v.record(v.string(), v.number())), d('Total resources, e.g. cpus, memoryBytes, diskBytes.')),
         allocatable: v.pipe(v.optional(v.record(v.string(), v.number())), d('Capacity minus what is reserved for the host.')),
         usage: v.pipe(v.optional(v.record(v.string(), v.number())), d('Resources in use now.')),
+        committed: v.pipe(v.optional(v.record(v.string(), v.number())), d('Sum of the requests of the workloads the agent runs (what admission counts against allocatable).')),
+        conditions: v.pipe(
+          v.optional(
+            v.array(
+              v.object({
+                type: v.pipe(v.picklist(['MemoryPressure', 'DiskPressure', 'PIDPressure']), d('Condition type.')),
+                status: v.pipe(v.boolean(), d('True while the node is under this pressure: no new workloads are admitted.')),
+                lastTransitionTime: v.pipe(isoTime, d('When status last changed.')),
+                reason: v.pipe(v.string(), d('The signals over their thresholds, or why it is off.')),
+              }),
+            ),
+          ),
+          d('Node conditions (kubelet thresholds, with a transition period so they do not flap).'),
+        ),
         runtimes: v.pipe(v.record(v.string(), v.string()), d('"up" or "down: <reason>" per runtime.')),
       }),
       d('Facts about the host.'),

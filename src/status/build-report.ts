@@ -14,6 +14,8 @@ export interface ReportInputs {
   /** "up" or "down: <reason>" per runtime. */
   runtimes: Record<string, string>;
   capacity?: Record<string, number>;
+  /** Host resources (src/resources): allocatable, committed, usage and the node conditions. */
+  resources?: Pick<StatusReport['node'], 'allocatable' | 'committed' | 'usage' | 'conditions'>;
   now: Date;
   /** The workload types (default the built-in ones): each brings its block of a workload's entry. */
   types?: TypeRegistry;
@@ -74,6 +76,7 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
     workloads: records.map((r) => workloadStatus(r, i, types)),
   };
   if (i.capacity) report.node.capacity = i.capacity;
+  if (i.resources) Object.assign(report.node, i.resources);
   if (i.gc) report.gc = i.gc;
   return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES, types);
 }

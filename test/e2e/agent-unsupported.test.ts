@@ -1,6 +1,5 @@
 /**
- * Accepted means honoured (built CLI): config keys this version does not implement
- * (resources.reserved.*) refuse to start with exit 2 and "not supported in this version"; a desired
+ * Accepted means honoured (built CLI): a desired
  * state that uses volumes or storagePools is rejected (DESIRED_STATE_INVALID, naming the path) and
  * the running workload stays.
  */
@@ -30,15 +29,6 @@ describe('unsupported config keys and document fields (built CLI)', { timeout: 1
     await agent?.stop('SIGTERM').catch(() => undefined);
     await cleanupDockerByLabel(nodeId).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
-  });
-
-  it('resources.reserved.* from env or a flag: exit 2 as well', async () => {
-    const env = await cli(['run', `--stateDir=${join(dir, 'r-state')}`, '--metrics.listen=off'], { PERSYS_RESOURCES_RESERVED_MEMORY_BYTES: '536870912' });
-    assert.equal(env.code, 2, env.stderr);
-    assert.match(env.stderr, /resources\.reserved\.memoryBytes: not supported in this version.*PERSYS_RESOURCES_RESERVED_MEMORY_BYTES/);
-    const flag = await cli(['run', `--stateDir=${join(dir, 'r-state')}`, '--metrics.listen=off', '--resources.reserved.cpus=1']);
-    assert.equal(flag.code, 2, flag.stderr);
-    assert.match(flag.stderr, /resources\.reserved\.cpus: not supported in this version/);
   });
 
   it('validate: a document with volumes or storagePools exits 1 naming both paths', async () => {

@@ -9,6 +9,7 @@ import type { Workload } from '../../src/spec/desired-state.js';
 import { validateDesiredState } from '../../src/spec/validate.js';
 
 const deny: Policy = {
+  requireResourceRequests: false,
   allowPrivileged: false,
   allowHostPaths: false,
   allowHostNetwork: false,

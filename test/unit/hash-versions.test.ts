@@ -84,10 +84,12 @@ describe('hash versions: golden hashes per type and version', () => {
     assert.equal(BUILTIN_TYPES.hash(vm), hashAt(vm, 2));
   });
 
-  it('compose, version 1', () => {
-    assert.equal(composeType.hashVersion, 1);
+  it('compose, version 1 (the spec as written) and 2 (per-service hashes, the current one)', () => {
+    assert.equal(composeType.hashVersion, 2);
     assert.equal(hashAt(shop, 1), 'sha256:bff923d7b7f1e7902827064e927d8fb51eb07333fb51cdce441064c28b1de0d6');
     assert.equal(hashAt(shop, 1), hashCanonical('compose', pruneCanonical(shop.spec)));
+    assert.equal(hashAt(shop, 2), 'sha256:226f0add6968d4270c142e2ee0616fa54b8d4f2d657cf5c15a32f4e31d86bc72');
+    assert.deepEqual(BUILTIN_TYPES.canonical(shop), { project: 'shop', services: { api: 'sha256:f6ca67a1257d2d43d8ac365b9ebf25a8304e37d1837de729792c78ceb4b12688' } });
   });
 
   it('a version this agent does not know has no hash', () => {

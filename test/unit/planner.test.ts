@@ -28,7 +28,7 @@ function vmw(id: string, extra: Partial<Omit<VmWorkload, 'id' | 'type'>> = {}): 
   return { id, type: 'vm', revision: 'r1', spec: { vcpus: 1, memoryMiB: 512 }, ...extra };
 }
 function composew(id: string, extra: Partial<Omit<ComposeWorkload, 'id' | 'type'>> = {}): ComposeWorkload {
-  return { id, type: 'compose', revision: 'r1', spec: { project: id, composeYaml: 'services: {}' }, ...extra };
+  return { id, type: 'compose', revision: 'r1', spec: { project: id, composeYaml: 'services:\n  app:\n    image: x\n' }, ...extra };
 }
 
 function doc(workloads: Workload[]): DesiredStateDocument {
@@ -707,15 +707,17 @@ describe('planner: exits and restart policies (record-based)', () => {
     assert.deepEqual([s.kind, s.reason], ['start', 'created but not started; desired running']);
   });
 
-  it('compose and VM workloads have no container restart policy: started', () => {
+  it('VM workloads have no container restart policy: started; a compose app whose services all completed stays down', () => {
     const c = composew('shop');
     const v = vmw('vm1');
     const p = run({
       workloads: [c, v],
-      observed: [obs(c, { state: 'exited', exitCode: 0, finishedAt: EARLIER }), obs(v, { state: 'stopped' })],
+      observed: [obs(c, { state: 'exited', exitCode: 0, finishedAt: EARLIER, hashVersion: 2 }), obs(v, { state: 'stopped' })],
       records: [rec(c, { phase: 'Completed' }), rec(v, { phase: 'Completed' })],
     });
-    assert.deepEqual(lines(p), ['start shop: exited (code 0); desired running', 'start vm1: stopped (code unknown); desired running']);
+    assert.deepEqual(lines(p), ['start vm1: stopped (code unknown); desired running', 'noop shop: exited (code 0); every service completed successfully']);
+    const failed = run({ workloads: [c], observed: [obs(c, { state: 'exited', exitCode: 1, finishedAt: EARLIER, hashVersion: 2 })], records: [rec(c, { phase: 'Completed' })] });
+    assert.deepEqual(lines(failed), ['start shop: exited (code 1); desired running']);
   });
 });
 

@@ -195,7 +195,7 @@ function baseDoc(): JsonObject {
         type: 'vm',
         spec: { vcpus: 1, memoryMiB: 512, disks: [{ name: 'root', image: { path: '/var/lib/img/base.qcow2' } }], networks: [{ network: 'default' }] },
       },
-      { id: 'shop', type: 'compose', spec: { project: 'shop', composeYaml: 'services: {}\n' } },
+      { id: 'shop', type: 'compose', spec: { project: 'shop', composeYaml: 'services:\n  app:\n    image: x\n' } },
     ],
     volumes: [{ name: 'data', pool: 'fast' }],
     storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast' }],

@@ -20,7 +20,7 @@ function doc(): JsonObject {
       { id: 'web', type: 'container', spec: { image: 'nginx:1.27-alpine', ports: [{ hostPort: 8080, containerPort: 80 }] } },
       { id: 'api', type: 'container', spec: { image: 'example/api:1', ports: [{ hostPort: 9090, containerPort: 9090 }] } },
       { id: 'vm1', type: 'vm', spec: { vcpus: 2, memoryMiB: 1024, disks: [{ name: 'root', image: { path: '/var/lib/img/base.qcow2' } }] } },
-      { id: 'shop', type: 'compose', spec: { project: 'shop', composeYaml: 'services: {}\n' } },
+      { id: 'shop', type: 'compose', spec: { project: 'shop', composeYaml: 'services:\n  app:\n    image: x\n' } },
     ],
   };
 }

@@ -1,29 +1,87 @@
 import { policyViolations } from '../../policy/container-policy.js';
-import { describeSpecChanges, isPlainObject, pruneCanonical, type ChangeWording } from '../canonical-json.js';
+import { isPlainObject, pruneCanonical } from '../canonical-json.js';
+import type { ContainerWorkload } from '../docker/spec.js';
 import { newestMatching } from '../observed.js';
-import type { TypeDescriptor } from '../runtime.js';
+import type { ResourceRequests, TypeDescriptor } from '../runtime.js';
+import { canonicalApp, describeAppChanges } from './canonical.js';
+import { parseComposeCached, type ComposeApp } from './model.js';
+import { composeReportBlock } from './report.js';
 import { composeWorkload, type ComposeWorkload } from './spec.js';
 
-const WORDING: ChangeWording = { maps: new Set(['env']), secretPrefixes: ['composeYaml', 'env'] };
+/** 2: per-service hashes of src/runtimes/compose/canonical.ts (1 was the spec as written, before a runtime existed). */
+export const COMPOSE_HASH_VERSION = 2;
+
+function appOrUndefined(w: ComposeWorkload): ComposeApp | undefined {
+  const r = parseComposeCached(w.spec);
+  return r.ok ? r.app : undefined;
+}
 
 /**
- * The `compose` workload type. No runtime owns it in this version (the native compose runtime is its
- * own issue): such workloads are validated and reported RUNTIME_UNAVAILABLE.
+ * Host policy, per service, by the container rules (capabilities, host network, bind mounts,
+ * registries): a compose file must not be a way around what a container workload may not do.
  */
+function composePolicy(w: ComposeWorkload, policy: Parameters<typeof policyViolations>[1]): string[] {
+  const app = appOrUndefined(w);
+  if (!app) return [];
+  const out: string[] = [];
+  for (const s of app.services) {
+    const network: { mode?: string } = {};
+    if (s.networkMode === 'host') network.mode = 'host';
+    const pseudo = {
+      id: w.id,
+      type: 'container',
+      spec: {
+        image: s.image,
+        security: { capAdd: s.capAdd },
+        network,
+        volumes: s.volumes.filter((m) => m.type === 'bind').map((m) => ({ type: 'bind' as const, source: m.source as string, target: m.target, readOnly: m.readOnly })),
+      },
+    } as unknown as ContainerWorkload;
+    for (const v of policyViolations(pseudo, policy)) out.push(`services.${s.name}: ${v}`);
+  }
+  return out;
+}
+
+/** The `compose` workload type, owned by the compose runtime (native compose on the Docker API). */
 export const composeType: TypeDescriptor<ComposeWorkload> = {
   type: 'compose',
   about: 'a compose app (native engine on the Docker API)',
   schema: composeWorkload,
-  hashVersion: 1,
+  hashVersion: COMPOSE_HASH_VERSION,
   canonical(w, version) {
-    if (version !== 1) return undefined;
-    const c = pruneCanonical(w.spec);
-    return isPlainObject(c) ? c : {};
+    if (version === 1) {
+      const c = pruneCanonical(w.spec);
+      return isPlainObject(c) ? c : {};
+    }
+    if (version !== COMPOSE_HASH_VERSION) return undefined;
+    const app = appOrUndefined(w);
+    return app ? canonicalApp(app, w.spec.volumes ?? 'keep') : { invalid: true, project: w.spec.project };
   },
-  describeChanges: (a, b) => describeSpecChanges(a, b, WORDING),
+  describeChanges: describeAppChanges,
+  // Each container stops within its own stop_grace_period (StopTimeout on the container).
   stopTimeoutSeconds: () => undefined,
-  staysDown: () => undefined,
-  policy: (w, policy) => policyViolations(w, policy),
+  staysDown: (_w, exit) => (exit.hasRun && exit.code === 0 ? 'every service completed successfully' : undefined),
+  policy: (w, policy) => composePolicy(w, policy),
   primary: newestMatching,
-  capabilities: { exitEvidence: true, engineRestarts: true },
+  report: composeReportBlock,
+  capabilities: { exitEvidence: false, engineRestarts: true },
+  /** Limits (mem_limit, cpus, deploy.resources.limits) count; a service with only reservations counts those. */
+  requests(w): ResourceRequests | undefined {
+    const app = appOrUndefined(w);
+    if (!app) return undefined;
+    let cpus = 0;
+    let mem = 0;
+    for (const s of app.services) {
+      cpus += s.cpus ?? s.cpusReservation ?? 0;
+      mem += s.memLimitBytes ?? s.memReservationBytes ?? 0;
+    }
+    const out: ResourceRequests = {};
+    if (cpus > 0) out.cpus = Math.round(cpus * 1000) / 1000;
+    if (mem > 0) out.memoryBytes = mem;
+    return Object.keys(out).length > 0 ? out : undefined;
+  },
+  images(w) {
+    const app = appOrUndefined(w);
+    return app ? [...new Set(app.services.map((s) => s.image))].sort() : [];
+  },
 };

@@ -5,7 +5,6 @@ import DockerClient from './dockerode.js';
 
 import { WorkloadError } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
-import { normalizeImageRef } from './canonical.js';
 import type { ContainerWorkload } from './spec.js';
 import { containerType } from './type.js';
 import type { ActualState } from '../../spec/status-report.js';
@@ -25,7 +24,9 @@ import {
 import { containerName, toCreateOptions } from './container-config.js';
 import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
 import { mapLimit, usageFromDockerStats } from './usage.js';
-import { abortReason, raceAbort } from '../../util/abort.js';
+import { imagePresent, pullImage } from './images.js';
+
+export { pullProgress } from './images.js';
 
 export interface DockerRuntimeOptions {
   /** Unix socket of the Docker Engine, e.g. /var/run/docker.sock. */
@@ -78,10 +79,6 @@ function withTimeout(signal: AbortSignal | undefined, ms: number): AbortSignal {
 
 
 
-/** An error in the shape dockerode gives, so translateDockerError reads stream errors like HTTP ones. */
-function engineError(message: string): Error {
-  return Object.assign(new Error(message), { json: { message } });
-}
 
 function asContainer(w: WorkloadBase): ContainerWorkload {
   if (w.type !== 'container') {
@@ -356,23 +353,10 @@ export class DockerRuntime implements Runtime {
     return results.filter((u): u is WorkloadUsage => u !== undefined);
   }
 
-  /** `{ present: true }`, or the engine's exact "No such image" message. */
-  private async imagePresent(ref: string, signal: AbortSignal): Promise<{ present: true } | { present: false; message: string }> {
-    try {
-      // dockerode's Image.inspect takes no abortSignal: the caller stops waiting, the short GET finishes alone.
-      await raceAbort(this.docker.getImage(ref).inspect(), signal);
-      return { present: true };
-    } catch (err) {
-      if (dockerStatusCode(err) === 404) return { present: false, message: dockerErrorMessage(err) };
-      throw translateDockerError(err, 'inspect');
-    }
+  private imagePresent(ref: string, signal: AbortSignal): Promise<{ present: true } | { present: false; message: string }> {
+    return imagePresent(this.docker, ref, signal);
   }
 
-  /**
-   * Pulls per pullPolicy. No policy means IfNotPresent even for `latest` or an untagged image (the schema
-   * text says Always there): an edge host often has no registry in reach, and a create that must pull
-   * `latest` every time would fail offline although the image is on disk. Set `Always` to get fresh tags.
-   */
   async prepare(workload: WorkloadBase, ctx: ApplyContext): Promise<void> {
     const w = asContainer(workload);
     const ref = w.spec.image;
@@ -392,56 +376,8 @@ export class DockerRuntime implements Runtime {
     await this.pull(ref, ctx);
   }
 
-  private async pull(ref: string, ctx: ApplyContext): Promise<void> {
-    ctx.progress?.('Pulling');
-    const image = normalizeImageRef(ref);
-    this.logger.info({ image }, 'pulling image');
-    const started = Date.now();
-    const stream = await this.call('pull', () => this.docker.pull(ref, { abortSignal: ctx.signal }));
-    await this.call('pull', () => this.followPull(stream, ctx.signal, ctx.heartbeat));
-    this.logger.info({ image, ms: Date.now() - started }, 'pulled image');
-  }
-
-  /**
-   * Reads a pull's progress stream to its end. The HTTP status is 200 as soon as the pull starts, so a
-   * failure half-way (manifest unknown, auth, network) arrives as an `{"error": ...}` line in the stream;
-   * followProgress does not treat that as an error, we do. An abort destroys the stream, and a stream
-   * that merely closes after an abort still counts as aborted.
-   */
-  private followPull(stream: NodeJS.ReadableStream, signal: AbortSignal, heartbeat?: () => void): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let streamError: string | undefined;
-      const moved = pullProgress();
-      const onAbort = (): void => {
-        const destroyable: unknown = stream;
-        if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
-          // Kept listening for 'error' after followProgress lets go, so a late one cannot crash the process.
-          stream.on('error', () => undefined);
-          (stream as NodeJS.ReadableStream & { destroy(err?: Error): void }).destroy(abortReason(signal));
-        }
-      };
-      if (signal.aborted) {
-        onAbort();
-        reject(abortReason(signal));
-        return;
-      }
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.docker.modem.followProgress(
-        stream,
-        (err: Error | null) => {
-          signal.removeEventListener('abort', onAbort);
-          if (signal.aborted) reject(abortReason(signal));
-          else if (err) reject(err);
-          else if (streamError !== undefined) reject(engineError(streamError));
-          else resolve();
-        },
-        (event: unknown) => {
-          if (streamError !== undefined || !isRecord(event)) return;
-          if (moved(event)) heartbeat?.();
-          if (event.error !== undefined || event.errorDetail !== undefined) streamError = dockerErrorMessage({ json: event });
-        },
-      );
-    });
+  private pull(ref: string, ctx: ApplyContext): Promise<void> {
+    return pullImage(this.docker, ref, ctx, this.logger);
   }
 
   async create(workload: WorkloadBase, ctx: ApplyContext): Promise<ObservedWorkload> {
@@ -708,20 +644,4 @@ export class DockerRuntime implements Runtime {
       else signal.addEventListener('abort', onAbort, { once: true });
     });
   }
-}
-
-/**
- * Whether a pull progress event says something moved: a layer's status changed or its byte count
- * grew. dockerd repeats nothing while a registry stalls, but a repeated line must not count either.
- */
-export function pullProgress(): (event: Record<string, unknown>) => boolean {
-  const seen = new Map<string, string>();
-  return (event) => {
-    const id = typeof event.id === 'string' ? event.id : '';
-    const detail = isRecord(event.progressDetail) ? event.progressDetail : {};
-    const key = `${String(event.status ?? '')}|${String(detail.current ?? '')}`;
-    if (seen.get(id) === key) return false;
-    seen.set(id, key);
-    return true;
-  };
 }

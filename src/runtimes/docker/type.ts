@@ -39,4 +39,10 @@ export const containerType: TypeDescriptor<ContainerWorkload> = {
   capabilities: { exitEvidence: true, engineRestarts: true },
   // The one image the container runs: GC keeps it while the workload is desired (docs/gc.md).
   images: (w) => [w.spec.image],
+  /** What `resources` limits: the container can use no more, so admission counts exactly that. */
+  requests(w) {
+    const r = w.spec.resources;
+    if (!r || (r.cpus === undefined && r.memoryBytes === undefined)) return undefined;
+    return { ...(r.cpus !== undefined ? { cpus: r.cpus } : {}), ...(r.memoryBytes !== undefined ? { memoryBytes: r.memoryBytes } : {}) };
+  },
 };

@@ -33,6 +33,15 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   // Base images of the disks, as the image cache names them (sha256:<hex>) and by source: GC keeps
   // the cache entries a desired VM uses (docs/gc.md).
   images: (w) => vmImageRefs(w),
+  /**
+   * A guest holds its vCPUs and its memory plus QEMU's own (VM_MEMORY_OVERHEAD_BYTES), and may grow
+   * each disk to its sizeBytes (overlays are thin, but admission counts what they may take).
+   */
+  requests(w) {
+    const s = w.spec;
+    const disk = (s.disks ?? []).reduce((sum, x) => sum + (typeof x.sizeBytes === 'number' ? x.sizeBytes : 0), 0);
+    return { cpus: s.vcpus, memoryBytes: s.memoryMiB * 1024 * 1024 + VM_MEMORY_OVERHEAD_BYTES, ...(disk > 0 ? { diskBytes: disk } : {}) };
+  },
 };
 
 /** `sha256:<hex>` of every disk image with a digest, and `path:`/`url:` of its source. */
@@ -46,3 +55,9 @@ export function vmImageRefs(w: VmWorkload): string[] {
   }
   return out;
 }
+
+/**
+ * Memory QEMU uses beside the guest's (device emulation, the TCG translation cache, page tables):
+ * a flat 64 MiB per VM, about what a small guest's QEMU process adds on top of its RAM.
+ */
+export const VM_MEMORY_OVERHEAD_BYTES = 64 * 1024 * 1024;
