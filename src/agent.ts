@@ -316,9 +316,13 @@ export class Agent {
     for (const rt of this.runtimes) void this.watchEvents(rt, signal);
     this.gc.start(signal);
     // GC runs at once under DiskPressure (issue 12): a pass now, after the one in flight if any.
-    const offDiskPressure = this.resources.onDiskPressure((reason) => {
+    const gcUnderPressure = (reason: string): void => {
       this.gc.runNow(`DiskPressure: ${reason}`).catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'garbage collection under DiskPressure failed'));
-    });
+    };
+    const offDiskPressure = this.resources.onDiskPressure(gcUnderPressure);
+    // On already at the first sample (taken before this subscription): a pass now as well.
+    const onAtStart = this.resources.active().find((c) => c.type === 'DiskPressure');
+    if (onAtStart) gcUnderPressure(onAtStart.reason);
     this.closers.push(() => {
       offDiskPressure();
       this.gc.stop();

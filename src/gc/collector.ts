@@ -325,7 +325,8 @@ export class GarbageCollector {
       this.last = result;
       this.deps.metrics?.passDone({ ok: !signal.aborted, durationMs: result.durationMs, engineCalls: result.engineCalls, at: now });
       if (result.removed.length > 0) this.deps.onChange?.();
-      logger[result.removed.length > 0 ? 'info' : 'debug'](
+      // Quiet when nothing happened, but a pass DiskPressure asked for is always worth a line.
+      logger[result.removed.length > 0 || trigger.startsWith('DiskPressure') ? 'info' : 'debug'](
         { trigger, removed: result.removed.length, failed: result.failed.length, deferred: result.deferred, freedBytes: result.freedBytes, engineCalls: result.engineCalls, durationMs: Math.round(result.durationMs) },
         `gc pass: ${result.removed.length} removed`,
       );
