@@ -4,7 +4,7 @@
  * cannot run (no dockerd, no image) says why and the others go on.
  *
  *   npm run bench                 all of them (about 4-6 minutes)
- *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape, trust)
+ *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape, trust, gc)
  *
  * BENCH_WRITES_IDLE_SECONDS=60 shortens the idle-writes window (default 300 s, the issue's figure).
  *
@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 
 import { benchApply } from './apply.js';
 import { benchNoChangeCycle } from './cycle.js';
+import { benchGc } from './gc.js';
 import { dockerUnavailableReason, progress, removeBenchContainers, removeNode, stopAllChildren, type Row, type Section, type Target } from './lib.js';
 import { benchPlan } from './plan.js';
 import { benchIdleRssEmpty, benchIdleRssFleet, type Fleet } from './rss.js';
@@ -30,7 +31,7 @@ import { benchTrust } from './trust.js';
 import { benchIdleWrites } from './writes.js';
 
 const FLEET_SIZE = 200;
-const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust'] as const;
+const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust', 'gc'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 interface Outcome {
@@ -149,7 +150,7 @@ async function main(): Promise<void> {
   const signal = abort.signal;
 
   const workDir = await mkdtemp(join(tmpdir(), 'persys-bench-'));
-  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes');
+  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes') || want.has('gc');
   const dockerDown = needsDocker ? await dockerUnavailableReason() : undefined;
   const outcomes: Outcome[] = [];
   const started = Date.now();
@@ -199,6 +200,7 @@ async function main(): Promise<void> {
       await removeNode(fleet.nodeId).catch((err: unknown) => progress(`removal failed (retried at the end): ${String(err)}`));
     }
     if (want.has('apply')) outcomes.push(await runSection('apply', () => benchApply(workDir, signal), dockerDown));
+    if (want.has('gc')) outcomes.push(await runSection('gc, 200 workloads + 50 orphans', () => benchGc(signal), dockerDown));
     if (want.has('scrape')) {
       const scrape = await loadScrape().catch((err: unknown) => `cannot load bench/scrape.js: ${err instanceof Error ? err.message : String(err)}`);
       if (typeof scrape === 'string') outcomes.push({ title: 'scrape', skipped: scrape });

@@ -29,6 +29,8 @@ import { registerResourceMetrics } from './resources/metrics.js';
 import { ResourceMonitor } from './resources/monitor.js';
 import type { Runtime } from './runtimes/runtime.js';
 import { buildStatusReport } from './status/build-report.js';
+import { GarbageCollector } from './gc/collector.js';
+import { registerGcMetrics } from './gc/metrics.js';
 import { acquireStateDirLock } from './store/lock.js';
 import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
 import { Store } from './store/store.js';
@@ -74,6 +76,8 @@ export class Agent {
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
   private stats: WorkloadStatsCollector | undefined;
+  /** The garbage collector; `gc.runNow(reason)` runs a pass at once (the DiskPressure hook). */
+  gc!: GarbageCollector;
   /**
    * Host capacity, usage and node conditions (src/resources). `resources.onDiskPressure(fn)` is the
    * hook for "GC runs at once under DiskPressure": fn is called when DiskPressure turns on.
@@ -195,6 +199,19 @@ export class Agent {
       },
     });
 
+    // The garbage collector: its own schedule (gc.intervalSeconds), src/gc, docs/gc.md.
+    this.gc = new GarbageCollector({
+      config,
+      store: this.store,
+      runtimes: this.runtimes,
+      nodeId: this.nodeId,
+      stateDir,
+      logger,
+      metrics: registerGcMetrics(this.metrics.registry),
+      dataRootOf: (runtime) => this.health.get(runtime)?.dataRoot,
+      onChange: markDirty,
+    });
+
     const sourceUrl = expandUrl(config.source.url ?? pathToFileURL(resolve(this.opts.desiredPath)).href, this.nodeId);
     const statusUrl = expandUrl(config.status.url ?? pathToFileURL(resolve(stateDir, 'status.json')).href, this.nodeId);
     // Source and status each get their own client: their own CA, client certificate and token.
@@ -276,6 +293,7 @@ export class Agent {
           const rec = await this.loop.requestRetry(id, signal);
           return rec ? this.buildReport(this.store.data.reporter.seq).workloads.find((w) => w.id === id) ?? { id } : undefined;
         },
+        gc: (o) => this.gc.runNow(o.dryRun ? 'persys-agent gc --dry-run' : 'persys-agent gc', o),
         sync: async () => {
           // Answers after the pull this request caused and a cycle that started after it.
           await poller.pullNow();
@@ -296,6 +314,19 @@ export class Agent {
     });
     this.closers.push(() => cron.stop());
     for (const rt of this.runtimes) void this.watchEvents(rt, signal);
+    this.gc.start(signal);
+    // GC runs at once under DiskPressure (issue 12): a pass now, after the one in flight if any.
+    const gcUnderPressure = (reason: string): void => {
+      this.gc.runNow(`DiskPressure: ${reason}`).catch((err: unknown) => logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'garbage collection under DiskPressure failed'));
+    };
+    const offDiskPressure = this.resources.onDiskPressure(gcUnderPressure);
+    // On already at the first sample (taken before this subscription): a pass now as well.
+    const onAtStart = this.resources.active().find((c) => c.type === 'DiskPressure');
+    if (onAtStart) gcUnderPressure(onAtStart.reason);
+    this.closers.push(() => {
+      offDiskPressure();
+      this.gc.stop();
+    });
     // A condition that turns on or off changes what admission decides: report it and plan again.
     void this.resources.run(signal, (changed) => {
       this.reporter.markDirty();
@@ -343,6 +374,9 @@ export class Agent {
     // Durable before its first step: the loop sees it only once desired.json holds it. If it cannot
     // be stored it is not applied: the error is reported, and the throw makes the poller back off and
     // pull (and store) again, the etag still being the old one.
+    // The images the new document names are remembered before it is applied, and the ones it no
+    // longer names are marked unreferenced after: the store never forgets an image of ours (GC).
+    this.gc.noteDesired(r.document.workloads, true);
     try {
       await this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     } catch (err) {
@@ -352,6 +386,7 @@ export class Agent {
       this.reporter.markDirty();
       throw new Error(message, { cause: err });
     }
+    this.gc.noteDesired(r.document.workloads);
     this.metrics.desiredGeneration.set(r.document.generation);
     this.opts.logger.info({ generation: r.document.generation, previous: prevGen, workloads: r.document.workloads.length }, 'new desired state');
     this.reporter.markDirty();
@@ -468,6 +503,7 @@ export class Agent {
       data: this.store.data,
       runtimes,
       ...(capacity ? { capacity } : {}),
+      ...(this.gc?.report() ? { gc: this.gc.report() } : {}),
       resources: { ...figures, conditions: this.resources.conditions() },
       now: new Date(),
     });

@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
  *   GET  /v1/status                  the status report the agent would send now
  *   POST /v1/workloads/{id}/retry    reset the workload's retry budget and attempt it now
  *   POST /v1/sync                    pull the desired state and reconcile now
+ *   POST /v1/gc[?dryRun=true]        run a garbage-collection pass now (or show what it would remove)
  */
 
 export const API_SOCKET_NAME = 'agent.sock';
@@ -22,6 +23,8 @@ export interface ApiHandlers {
   /** undefined: no such workload. */
   retry(id: string): Promise<unknown>;
   sync(): Promise<unknown>;
+  /** Absent: this agent runs no garbage collector (the route answers 501). */
+  gc?(opts: { dryRun: boolean }): Promise<unknown>;
 }
 
 export interface ApiServer {
@@ -78,6 +81,14 @@ async function route(req: IncomingMessage, res: ServerResponse, h: ApiHandlers):
   if (path === '/v1/status') {
     if (method !== 'GET') return send(res, 405, { error: 'use GET' });
     return send(res, 200, h.status());
+  }
+  if (path === '/v1/gc') {
+    if (method !== 'POST') return send(res, 405, { error: 'use POST' });
+    if (!h.gc) return send(res, 501, { error: 'this agent runs no garbage collector' });
+    const q = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+    const dry = q.get('dryRun');
+    if (dry !== null && dry !== 'true' && dry !== 'false') return send(res, 400, { error: 'dryRun must be true or false' });
+    return send(res, 200, await h.gc({ dryRun: dry === 'true' }));
   }
   if (path === '/v1/sync') {
     if (method !== 'POST') return send(res, 405, { error: 'use POST' });

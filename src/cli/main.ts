@@ -13,6 +13,7 @@ const COMMANDS: Record<string, Command> = {
   status: { summary: 'show the running agent\'s workloads (phase, attempts, errors)', run: async (a, io) => (await import('./status.js')).statusCommand(a, io) },
   doctor: { summary: 'check this host: config, node id, source, clock, engines, state dir, disk', run: async (a, io) => (await import('./doctor.js')).doctorCommand(a, io) },
   retry: { summary: 'retry a failed workload now (resets its attempts)', run: async (a, io) => (await import('./retry.js')).retryCommand(a, io) },
+  gc: { summary: 'run a garbage-collection pass now, or --dry-run: what it would remove and why', run: async (a, io) => (await import('./gc.js')).gcCommand(a, io) },
   serve: { summary: 'run the central side: desired state, long-poll, status intake, fleet page', run: async (a, io) => (await import('./serve.js')).serveCommand(a, io) },
   token: { summary: 'make a node (or admin) token for serve; prints it, stores only its hash', run: async (a, io) => (await import('./token.js')).tokenCommand(a, io) },
   publish: { summary: 'publish a desired-state document to serve', run: async (a, io) => (await import('./publish.js')).publishCommand(a, io) },

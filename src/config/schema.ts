@@ -192,12 +192,35 @@ export const configSchema = v.strictObject({
   gc: v.pipe(
     v.optional(
       v.strictObject({
-        intervalSeconds: v.pipe(v.optional(seconds('gc.intervalSeconds', 60, 86400 * 7), 3600), d('Garbage collection interval.')),
-        imageMinAgeSeconds: v.pipe(v.optional(seconds('gc.imageMinAgeSeconds', 0, 86400 * 365), 86400), d('Unused images younger than this are kept.')),
+        intervalSeconds: v.pipe(v.optional(seconds('gc.intervalSeconds', 1, 86400 * 7), 60), d('Time between garbage-collection passes (also run at once under DiskPressure, and by `persys-agent gc`).')),
+        orphanGraceSeconds: v.pipe(
+          v.optional(seconds('gc.orphanGraceSeconds', 1, 86400 * 30), 300),
+          d('An engine object with our node label that no record and no desired workload claims is removed once it is this old, so a create in flight is never touched.'),
+        ),
+        failedRetentionSeconds: v.pipe(
+          v.optional(seconds('gc.failedRetentionSeconds', 1, 86400 * 365), 3600),
+          d('The record (error, failure history) of a failed workload the desired state dropped is kept this long, then forgotten.'),
+        ),
+        imageMinAgeSeconds: v.pipe(
+          v.optional(seconds('gc.imageMinAgeSeconds', 1, 86400 * 365), 120),
+          d('An image is removed only once no desired workload has referenced it for this long.'),
+        ),
+        imageHighThresholdPercent: v.pipe(
+          v.optional(seconds('gc.imageHighThresholdPercent', 0, 100), 85),
+          d('Image GC starts when the file system of the Docker data root is at least this full (percent used).'),
+        ),
+        imageLowThresholdPercent: v.pipe(
+          v.optional(seconds('gc.imageLowThresholdPercent', 0, 100), 80),
+          d('Image GC removes unreferenced images, oldest first, until usage is at or below this percent.'),
+        ),
+        replacedDiskRetentionSeconds: v.pipe(
+          v.optional(seconds('gc.replacedDiskRetentionSeconds', 1, 86400 * 365), 86400),
+          d('A VM disk file no longer named by the desired spec of its VM (left by a replaced revision) is kept this long after its last change.'),
+        ),
       }),
       {},
     ),
-    d('Garbage collection. Not supported in this version: setting any gc.* key refuses to start (exit 2).'),
+    d('Garbage collection (docs/gc.md).'),
   ),
   resources: v.pipe(
     v.optional(

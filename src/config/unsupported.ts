@@ -4,7 +4,6 @@
  * this reason, instead of being silently ignored. A key leaves this list with its implementation.
  */
 export const UNSUPPORTED_CONFIG_KEYS: readonly { key: string; reason: string }[] = [
-  { key: 'gc', reason: 'not supported in this version: the agent has no garbage collector yet; remove gc.* from the config' },
 ];
 
 /** Every leaf path under `raw` (the config as given, before defaults) that falls under an unsupported key. */

@@ -11,6 +11,7 @@ export function configIntervals(config: Config): Record<string, number> {
     'status.heartbeatSeconds': config.status.heartbeatSeconds,
     'reconcile.intervalSeconds': config.reconcile.intervalSeconds,
     'metrics.statsIntervalSeconds': config.metrics.statsIntervalSeconds,
+    'gc.intervalSeconds': config.gc.intervalSeconds,
   };
   if (config.metrics.push.url) out['metrics.push.intervalSeconds'] = config.metrics.push.intervalSeconds;
   return out;

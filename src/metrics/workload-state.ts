@@ -31,7 +31,8 @@ const SETTLED: Record<string, readonly string[]> = {
 
 /**
  * True when every desired workload has a record of its revision in a phase that matches its
- * desired state, and no record is left for a workload that is no longer desired.
+ * desired state, and no record is left for a workload that is no longer desired (but the record of a
+ * failed one, kept for the garbage collector's retention).
  */
 export function isApplied(desired: readonly DesiredWorkloadView[], records: readonly WorkloadStateView[]): boolean {
   const byId = new Map(records.filter((r) => r.id !== undefined).map((r) => [r.id, r]));
@@ -42,7 +43,10 @@ export function isApplied(desired: readonly DesiredWorkloadView[], records: read
     if (!(SETTLED[w.desiredState ?? 'running'] ?? []).includes(r.phase)) return false;
   }
   const wanted = new Set(desired.map((w) => w.id));
-  return byId.size === wanted.size && [...byId.keys()].every((id) => id !== undefined && wanted.has(id));
+  // A failed workload's record that the desired state dropped is history kept for
+  // gc.failedRetentionSeconds (docs/gc.md): its removal is applied.
+  const left = [...byId.entries()].filter(([id, r]) => id !== undefined && !(r.phase === 'Failed' && !wanted.has(id)));
+  return left.length === wanted.size && left.every(([id]) => id !== undefined && wanted.has(id));
 }
 
 export interface WorkloadStateSources {

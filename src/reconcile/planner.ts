@@ -128,6 +128,10 @@ export function plan(input: PlanInput): Plan {
 
   for (const [id, list] of byId) {
     if (desiredIds.has(id)) continue;
+    // Objects the records know are torn down here. An object no record and no desired workload
+    // claims may be a create in flight (made, its record not yet written): it is the garbage
+    // collector's, after gc.orphanGraceSeconds (src/gc, docs/gc.md).
+    if (!Object.hasOwn(records, id)) continue;
     for (const o of list) {
       if (!isUp(o.type)) continue;
       steps.push({ kind: 'remove', target: 'workload', workloadId: id, reason: 'not in desired state', observed: o, why: 'removed-from-desired' });
@@ -137,13 +141,20 @@ export function plan(input: PlanInput): Plan {
   const forget: string[] = [];
   for (const [id, r] of Object.entries(records)) {
     // A record whose runtime is down may still have an engine object we cannot see: keep it.
-    if (!desiredIds.has(id) && !byId.has(id) && isUp(r.type)) forget.push(id);
+    // A failed workload's record (its error and failure history) is kept for gc.failedRetentionSeconds
+    // after the desired state dropped it: the garbage collector forgets it.
+    if (!desiredIds.has(id) && !byId.has(id) && isUp(r.type) && !isFailedRecord(r)) forget.push(id);
   }
 
   steps.sort(compareSteps);
   unavailable.sort((a, b) => cmp(a.workloadId, b.workloadId));
   forget.sort(cmp);
   return { steps, unavailable, forget };
+}
+
+/** A record of a workload that failed (terminally, or gave up retrying): kept for GC's retention. */
+export function isFailedRecord(r: WorkloadRecord): boolean {
+  return r.phase === 'Failed' || r.retry.gaveUp;
 }
 
 function cmp(a: string, b: string): number {

@@ -129,6 +129,28 @@ export const statusReport = v.pipe(
       d('Desired-state pulls.'),
     ),
     workloads: v.pipe(v.array(workloadStatus), d('One entry per workload the agent knows about.')),
+    gc: v.pipe(
+      v.optional(
+        v.object({
+          lastRunAt: v.pipe(isoTime, d('When the last garbage-collection pass ran.')),
+          removed: v.pipe(
+            v.array(
+              v.object({
+                kind: v.pipe(v.picklist(['orphan', 'zombie', 'failed-record', 'image', 'vm-disk', 'vm-image-cache', 'vm-seed', 'vm-console-log']), d('What was removed.')),
+                id: v.pipe(v.string(), d('Container id, record id, image reference or file path.')),
+                name: v.pipe(v.optional(v.string()), d('Engine name (container name, image id).')),
+                workloadId: v.pipe(v.optional(v.string()), d('The workload it belonged to, when known.')),
+                reason: v.pipe(v.string(), d('Why it was removed.')),
+                bytes: v.pipe(v.optional(v.number()), d('Bytes freed, when known.')),
+              }),
+            ),
+            d('What the last pass removed (at most 50 entries; counts by kind are in persys_gc_removed_total).'),
+          ),
+          freedBytes: v.pipe(v.number(), d('Bytes the last pass freed (images: their size when their last reference went; files: their size).')),
+        }),
+      ),
+      d('The garbage collector (docs/gc.md); absent before its first pass.'),
+    ),
   }),
   d('The full status snapshot a node pushes.'),
 );

@@ -23,6 +23,8 @@ export interface ReportInputs {
   live?: (type: string, workloadId: string, state: RuntimeState | undefined) => unknown;
   /** Size bound of the report (default REPORT_MAX_BYTES). */
   maxBytes?: number;
+  /** The garbage collector's last pass (src/gc). */
+  gc?: StatusReport['gc'];
 }
 
 function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry): WorkloadStatus {
@@ -75,6 +77,7 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
   };
   if (i.capacity) report.node.capacity = i.capacity;
   if (i.resources) Object.assign(report.node, i.resources);
+  if (i.gc) report.gc = i.gc;
   return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES, types);
 }
 

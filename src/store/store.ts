@@ -152,7 +152,7 @@ function decode(text: string, file: string, table: Migrations, target: number): 
   for (const [key, rec] of Object.entries(checked.output.records)) {
     if (rec.id !== key) throw new CorruptStateError(`record under key ${JSON.stringify(key)} has id ${JSON.stringify(rec.id)}`);
   }
-  const onDisk = raw as { nodeId: string | null; records: StoreData['records']; reporter: { seqReserved: number }; vmSecrets?: StoreData['vmSecrets']; desired?: unknown };
+  const onDisk = raw as { nodeId: string | null; records: StoreData['records']; reporter: { seqReserved: number }; vmSecrets?: StoreData['vmSecrets']; imageRefs?: unknown; desired?: unknown };
   let migratedDesired: DesiredStateEntry | null | undefined;
   if (Object.hasOwn(onDisk, 'desired')) {
     if (onDisk.desired !== null) {
@@ -168,9 +168,16 @@ function decode(text: string, file: string, table: Migrations, target: number): 
     records: onDisk.records,
     reporter: { seq: onDisk.reporter.seqReserved },
     ...(onDisk.vmSecrets !== undefined ? { vmSecrets: onDisk.vmSecrets } : {}),
+    ...(isImageRefs(onDisk.imageRefs) ? { imageRefs: onDisk.imageRefs } : {}),
   };
   // The shape check above covers what the runtime relies on; the rest is as the agent wrote it.
   return { data, fromVersion, migratedDesired, seqReserved: onDisk.reporter.seqReserved };
+}
+
+/** imageRefs as the agent writes them; anything else is dropped (GC then knows less, and removes less). */
+function isImageRefs(x: unknown): x is NonNullable<StoreData['imageRefs']> {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  return Object.values(x).every((e) => typeof e === 'object' && e !== null && typeof (e as { firstReferencedAt?: unknown }).firstReferencedAt === 'string' && typeof (e as { type?: unknown }).type === 'string');
 }
 
 function decodeDesired(text: string): DesiredStateEntry {
@@ -460,6 +467,7 @@ export class Store {
       records: d.records,
       reporter: { seqReserved: this.seqReserved },
       ...(d.vmSecrets !== undefined ? { vmSecrets: d.vmSecrets } : {}),
+      ...(d.imageRefs !== undefined ? { imageRefs: d.imageRefs } : {}),
     });
   }
 

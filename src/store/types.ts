@@ -91,6 +91,22 @@ export interface StoreData {
    * records' runtimeState by the runtime that owns them, then dropped. Never logged.
    */
   vmSecrets?: Record<string, { password: string }>;
+  /**
+   * Every image reference a desired workload of ours used (descriptor `images(w)`), and when a desired
+   * workload last referenced it: what the garbage collector may remove once nothing desired does.
+   * Durable, so a restart forgets no image the agent brought (docs/gc.md). Added within version 2:
+   * absent in files written before it.
+   */
+  imageRefs?: Record<string, ImageRefEntry>;
+}
+
+export interface ImageRefEntry {
+  /** The workload type whose descriptor named it (container, vm, ...). */
+  type: string;
+  /** When a desired workload first referenced it (ISO). */
+  firstReferencedAt: string;
+  /** Since when no desired workload references it (ISO); absent while one does. Written only when that changes. */
+  unreferencedSince?: string;
 }
 
 export const emptyStoreData = (): StoreData => ({

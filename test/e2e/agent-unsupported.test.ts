@@ -1,6 +1,5 @@
 /**
- * Accepted means honoured (built CLI): config keys this version does not implement (gc.*)
- * refuse to start with exit 2 and "not supported in this version"; a desired
+ * Accepted means honoured (built CLI): a desired
  * state that uses volumes or storagePools is rejected (DESIRED_STATE_INVALID, naming the path) and
  * the running workload stays.
  */
@@ -30,14 +29,6 @@ describe('unsupported config keys and document fields (built CLI)', { timeout: 1
     await agent?.stop('SIGTERM').catch(() => undefined);
     await cleanupDockerByLabel(nodeId).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
-  });
-
-  it('gc.* in the config file: run exits 2, naming the key and "not supported in this version"', async () => {
-    const cfg = join(dir, 'gc.json');
-    await writeFile(cfg, JSON.stringify({ stateDir: join(dir, 'gc-state'), metrics: { listen: 'off' }, gc: { intervalSeconds: 3600 } }));
-    const r = await cli(['run', '--config', cfg, '--desired', join(dir, 'none.json')]);
-    assert.equal(r.code, 2, r.stderr);
-    assert.match(r.stderr, /gc\.intervalSeconds: not supported in this version/);
   });
 
   it('validate: a document with volumes or storagePools exits 1 naming both paths', async () => {

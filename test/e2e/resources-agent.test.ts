@@ -265,6 +265,8 @@ describe('admission and node conditions (built agent, real dockerd)', { skip, ti
     assert.match(checks.resources?.reason ?? '', /^DiskPressure: nodefs\.available/);
     assert.match(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), /^persys_node_condition\{condition="DiskPressure"\} 1$/m);
     assert.ok(agent.lines.some((l) => l.msg.startsWith('node condition DiskPressure is on')), 'logged at WARN when it turned on');
+    // GC runs at once under DiskPressure (src/gc): its pass is logged with that trigger.
+    await waitFor('the GC pass DiskPressure asked for', () => agent.lines.find((l) => l.msg.startsWith('gc pass') && /^DiskPressure: /.test(String(l.trigger))), 15_000);
 
     // Space freed: after the transition period the condition clears and p is created.
     await rm(fill);

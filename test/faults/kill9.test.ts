@@ -77,6 +77,9 @@ function writeConfig(file: string, nodeId: string, stateDir: string, server: Fle
       source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
       status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
       reconcile,
+      // An object a kill left without a record (created, record not yet written) and no longer desired
+      // is the garbage collector's after its grace: short here, so a round converges within its wait.
+      gc: { intervalSeconds: 1, orphanGraceSeconds: 5 },
       metrics: { listen: 'off' },
       docker: { namePrefix: `t-${nodeId}-` },
     }),

@@ -88,6 +88,7 @@ describe('per-workload state series', () => {
     assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Running')]), false, 'running while desired stopped');
     assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Stopped'), rec('old', 'Removing')]), false, 'a removal pending');
     assert.equal(isApplied([], []), true);
+    assert.equal(isApplied(desired, [rec('web', 'Running'), rec('job', 'Stopped'), rec('old', 'Failed')]), true, 'a dropped failed workload\'s record, kept for GC retention');
   });
 
   it('keeps the newest applied generation while a newer one rolls out', async () => {
@@ -122,6 +123,7 @@ describe('store and configuration series', () => {
     const scrape = configIntervals(loadConfig({ env: {}, flags: { 'source.pollIntervalSeconds': '7' } }));
     assert.equal(scrape['source.pollIntervalSeconds'], 7);
     assert.equal(scrape['metrics.push.intervalSeconds'], undefined);
+    assert.equal(scrape['gc.intervalSeconds'], 60);
     const push = configIntervals(loadConfig({ env: {}, flags: { 'metrics.push.url': 'http://127.0.0.1:9091', 'metrics.push.intervalSeconds': '20' } }));
     assert.equal(push['metrics.push.intervalSeconds'], 20);
     const m = createAgentMetrics({ nodeId: 'n', version: 'v', intervals: push });

@@ -259,7 +259,7 @@ describe('planner: no desired state / empty desired state', () => {
     const a = cw('a');
     const b = vmw('b');
     const c = composew('c');
-    const p = run({ workloads: [], observed: [obs(b), obs(a), obs(c)], records: [rec(a), rec(cw('gone'))] });
+    const p = run({ workloads: [], observed: [obs(b), obs(a), obs(c)], records: [rec(a), rec(b), rec(c), rec(cw('gone'))] });
     assert.deepEqual(lines(p), ['remove a: not in desired state', 'remove b: not in desired state', 'remove c: not in desired state']);
     for (const s of p.steps.map(loose)) {
       assert.equal(s.workload, undefined, 'orphan removals carry no workload');
@@ -738,6 +738,22 @@ describe('planner: orphans and forgetting', () => {
     assert.deepEqual(p.forget, []);
   });
 
+  it('an object no record and no desired workload claims is left to the garbage collector (a create in flight)', () => {
+    const stray = cw('stray');
+    const p = run({ workloads: [cw('web')], observed: [obs(stray)] });
+    assert.deepEqual(lines(p), ['create web: new workload']);
+    assert.deepEqual(run({ workloads: [], observed: [obs(stray), obs(vmw('v'))] }), { steps: [], unavailable: [], forget: [] });
+  });
+
+  it('a failed record the desired state dropped is kept (GC forgets it after gc.failedRetentionSeconds)', () => {
+    const f = cw('failed');
+    const p = run({ workloads: [], records: [rec(f, { phase: 'Failed' }), rec(cw('ok'))] });
+    assert.deepEqual(p.forget, ['ok']);
+    const gaveUp = rec(f, { phase: 'Pending' });
+    gaveUp.retry = { ...gaveUp.retry, gaveUp: true };
+    assert.deepEqual(run({ workloads: [], records: [gaveUp] }).forget, []);
+  });
+
   it('records neither desired nor observed are forgotten, sorted', () => {
     const p = run({ workloads: [cw('web')], records: [rec(cw('zz')), rec(cw('aa')), rec(cw('web'))] });
     assert.deepEqual(p.forget, ['aa', 'zz']);
@@ -772,7 +788,7 @@ describe('planner: ordering and determinism', () => {
       obs(byId('f-adopt')),
       obs(cw('h-orphan')),
     ];
-    const records = [rec(byId('a-noop')), rec(byId('g-wait'), { ...backingOff(byId('g-wait')), runtimeId: undefined }), rec(byId('b-stop'))];
+    const records = [rec(byId('a-noop')), rec(byId('g-wait'), { ...backingOff(byId('g-wait')), runtimeId: undefined }), rec(byId('b-stop')), rec(cw('h-orphan'))];
     return { ws, observed, records };
   };
 
@@ -843,7 +859,10 @@ describe('planner: scale', () => {
       observed.push(obs(w));
       records.push(rec(w));
     }
-    for (let i = 0; i < 50; i++) observed.push(obs(cw(`orphan${i}`)));
+    for (let i = 0; i < 50; i++) {
+      observed.push(obs(cw(`orphan${i}`)));
+      records.push(rec(cw(`orphan${i}`)));
+    }
     const p = run({ workloads: ws, observed, records });
     const count = (k: StepKind) => p.steps.filter((s) => s.kind === k).length;
     assert.equal(p.steps.length, N + 50);

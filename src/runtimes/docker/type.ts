@@ -37,6 +37,8 @@ export const containerType: TypeDescriptor<ContainerWorkload> = {
   primary: newestMatching,
   report: containerReportBlock,
   capabilities: { exitEvidence: true, engineRestarts: true },
+  // The one image the container runs: GC keeps it while the workload is desired (docs/gc.md).
+  images: (w) => [w.spec.image],
   /** What `resources` limits: the container can use no more, so admission counts exactly that. */
   requests(w) {
     const r = w.spec.resources;

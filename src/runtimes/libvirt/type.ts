@@ -30,6 +30,9 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   primary: newestMatching,
   report: vmReportBlock,
   capabilities: { exitEvidence: false, engineRestarts: false },
+  // Base images of the disks, as the image cache names them (sha256:<hex>) and by source: GC keeps
+  // the cache entries a desired VM uses (docs/gc.md).
+  images: (w) => vmImageRefs(w),
   /**
    * A guest holds its vCPUs and its memory plus QEMU's own (VM_MEMORY_OVERHEAD_BYTES), and may grow
    * each disk to its sizeBytes (overlays are thin, but admission counts what they may take).
@@ -40,6 +43,18 @@ export const vmType: TypeDescriptor<VmWorkload> = {
     return { cpus: s.vcpus, memoryBytes: s.memoryMiB * 1024 * 1024 + VM_MEMORY_OVERHEAD_BYTES, ...(disk > 0 ? { diskBytes: disk } : {}) };
   },
 };
+
+/** `sha256:<hex>` of every disk image with a digest, and `path:`/`url:` of its source. */
+export function vmImageRefs(w: VmWorkload): string[] {
+  const out: string[] = [];
+  for (const disk of w.spec.disks ?? []) {
+    const img = disk.image;
+    if (!img) continue;
+    if (img.sha256 !== undefined) out.push(`sha256:${img.sha256}`);
+    out.push('url' in img ? `url:${img.url}` : `path:${img.path}`);
+  }
+  return out;
+}
 
 /**
  * Memory QEMU uses beside the guest's (device emulation, the TCG translation cache, page tables):
