@@ -11,7 +11,7 @@ import type { Store } from '../store/store.js';
 import type { ImageRefEntry } from '../store/types.js';
 import { diskUsage, dockerGc, statusOf, type DockerGc } from './docker.js';
 import type { GcMetrics } from './metrics.js';
-import { normalizeImageRef, selectGarbage, type EngineImage, type GcCandidate, type GcInput, type GcKind, type StrayObject, type VmFiles } from './select.js';
+import { normalizeImageRef, selectGarbage, type EngineImage, type GcCandidate, type GcInput, type StrayObject, type VmFiles } from './select.js';
 import { readVmFiles } from './vm-files.js';
 
 /** Bounds of one pass: removals (one engine call or file each) and wall time. The rest waits for the next pass. */
@@ -25,14 +25,7 @@ export const IMAGE_ROUNDS = 3;
 export const REPORT_MAX_REMOVED = 50;
 
 /** One thing a pass removed (or would remove), as the status report and `persys-agent gc` show it. */
-export interface GcEntry {
-  kind: GcKind;
-  id: string;
-  name?: string;
-  workloadId?: string;
-  reason: string;
-  bytes?: number;
-}
+export type GcEntry = Omit<GcCandidate, 'action'>;
 
 export interface GcPassResult {
   at: string;

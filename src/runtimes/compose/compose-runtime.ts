@@ -8,6 +8,7 @@ import type { ActualState } from '../../spec/status-report.js';
 import { hashCanonical } from '../canonical-json.js';
 import { mapDockerState, parseDockerEvent, parseExitCode } from '../docker/docker-runtime.js';
 import DockerClient from '../docker/dockerode.js';
+import { streamDockerEvents } from '../docker/event-stream.js';
 import { imagePresent, pullImage } from '../docker/images.js';
 import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from '../docker/translate-error.js';
 import {
@@ -657,42 +658,8 @@ export class ComposeRuntime implements Runtime {
   }
 
   async events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void> {
-    if (signal.aborted) return;
-    let stream: NodeJS.ReadableStream;
-    try {
-      stream = await this.docker.getEvents({
-        since: Math.floor(Date.now() / 1000),
-        filters: { type: ['container'], label: this.filters().label, event: ['die', 'oom', 'destroy', 'start', 'stop', 'kill', 'health_status'] },
-        abortSignal: signal,
-      });
-    } catch (err) {
-      if (signal.aborted) return;
-      throw translateDockerError(err, 'events');
-    }
-    await new Promise<void>((resolve, reject) => {
-      const decoder = new StringDecoder('utf8');
-      let buf = '';
-      stream.on('data', (chunk: Buffer) => {
-        buf += decoder.write(chunk);
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) !== -1) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          const e = parseComposeEvent(line);
-          if (e) onEvent(e);
-        }
-        if (buf.length > 1024 * 1024) buf = '';
-      });
-      const end = (err?: unknown): void => {
-        stream.on('error', () => undefined);
-        if (signal.aborted) resolve();
-        else reject(err === undefined ? new WorkloadError('RUNTIME_UNAVAILABLE', 'the Docker event stream ended', { details: { operation: 'events' } }) : translateDockerError(err, 'events'));
-      };
-      stream.on('error', end);
-      stream.on('end', () => end());
-      stream.on('close', () => end());
-      signal.addEventListener('abort', () => (stream as NodeJS.ReadableStream & { destroy(): void }).destroy(), { once: true });
-    });
+    const filters = { type: ['container'], label: this.filters().label, event: ['die', 'oom', 'destroy', 'start', 'stop', 'kill', 'health_status'] };
+    await streamDockerEvents(this.docker, filters, parseComposeEvent, onEvent, signal, this.logger);
   }
 }
 

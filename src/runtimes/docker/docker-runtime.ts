@@ -1,5 +1,3 @@
-import { StringDecoder } from 'node:string_decoder';
-
 import type Dockerode from 'dockerode';
 import DockerClient from './dockerode.js';
 
@@ -25,6 +23,7 @@ import { containerName, toCreateOptions } from './container-config.js';
 import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
 import { mapLimit, usageFromDockerStats } from './usage.js';
 import { imagePresent, pullImage } from './images.js';
+import { streamDockerEvents } from './event-stream.js';
 
 export { pullProgress } from './images.js';
 
@@ -46,7 +45,6 @@ const CLEANUP_TIMEOUT_MS = 30_000;
 export const LOG_TAIL_MAX_BYTES = 8 * 1024;
 const LOG_TAIL_MAX_LINES = 1_000;
 /** An event line longer than this is not an event; drop it rather than grow without bound. */
-const EVENT_LINE_MAX_BYTES = 1024 * 1024;
 const EVENT_ACTIONS = ['die', 'oom', 'destroy', 'start', 'stop', 'kill'];
 /** usage(): engine calls in flight at once, so 200 containers never mean 400 requests at the daemon together. */
 const USAGE_CONCURRENCY = 4;
@@ -566,82 +564,7 @@ export class DockerRuntime implements Runtime {
    * that the caller did not ask for rejects with RUNTIME_UNAVAILABLE; reconnecting is the caller's job.
    */
   async events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void> {
-    if (signal.aborted) return;
-    const since = Math.floor(Date.now() / 1000);
-    let stream: NodeJS.ReadableStream;
-    try {
-      stream = await this.docker.getEvents({
-        since,
-        filters: {
-          type: ['container'],
-          label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`],
-          event: EVENT_ACTIONS,
-        },
-        abortSignal: signal,
-      });
-    } catch (err) {
-      if (signal.aborted) return;
-      throw translateDockerError(err, 'events');
-    }
-
-    await new Promise<void>((resolve, reject) => {
-      const decoder = new StringDecoder('utf8');
-      let buf = '';
-      let settled = false;
-
-      const deliver = (line: string): void => {
-        const event = parseDockerEvent(line);
-        if (!event) return;
-        try {
-          onEvent(event);
-        } catch (err) {
-          // A failing consumer must not end the stream for every other event.
-          this.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'docker event handler threw');
-        }
-      };
-      const onData = (chunk: Buffer | string): void => {
-        buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) !== -1) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line !== '') deliver(line);
-        }
-        if (buf.length > EVENT_LINE_MAX_BYTES) buf = '';
-      };
-      const finish = (err?: unknown): void => {
-        if (settled) return;
-        settled = true;
-        signal.removeEventListener('abort', onAbort);
-        stream.removeListener('data', onData);
-        stream.removeListener('error', finish);
-        stream.removeListener('end', onEnd);
-        stream.removeListener('close', onEnd);
-        // A destroyed response may still emit 'error' ("aborted"); without a listener that would crash the process.
-        stream.on('error', () => undefined);
-        if (signal.aborted) {
-          resolve();
-        } else if (err !== undefined) {
-          reject(translateDockerError(err, 'events'));
-        } else {
-          reject(new WorkloadError('RUNTIME_UNAVAILABLE', 'the Docker event stream ended', { details: { operation: 'events' } }));
-        }
-      };
-      const onEnd = (): void => finish();
-      const onAbort = (): void => {
-        const destroyable: unknown = stream;
-        if (isRecord(destroyable) && typeof destroyable.destroy === 'function') {
-          (stream as NodeJS.ReadableStream & { destroy(): void }).destroy();
-        }
-        finish();
-      };
-
-      stream.on('data', onData);
-      stream.on('error', finish);
-      stream.on('end', onEnd);
-      stream.on('close', onEnd);
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-    });
+    const filters = { type: ['container'], label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${this.nodeId}`], event: EVENT_ACTIONS };
+    await streamDockerEvents(this.docker, filters, parseDockerEvent, onEvent, signal, this.logger);
   }
 }
