@@ -100,7 +100,7 @@ describe('/readyz and /healthz while the engine or the server goes away', { skip
       throw new Error(`${String(err)}\n${dump()}`);
     });
     assert.equal(ready.status, 'ready');
-    assert.deepEqual(Object.keys(ready.checks).sort(), ['docker', 'libvirt', 'resources', 'source', 'store']);
+    assert.deepEqual(Object.keys(ready.checks).sort(), ['compose', 'docker', 'libvirt', 'resources', 'source', 'store']);
     assert.equal(ready.checks.docker?.ok, true);
     assert.equal(ready.checks.libvirt?.reason, 'disabled by config');
     assert.equal(await runtimeUp(port), '1');
