@@ -250,6 +250,10 @@ describe('compose runtime on the real dockerd', { skip, timeout: 240_000 }, () =
     const o = await observedOf(id);
     assert.ok(o);
     await rt.stop(o, AbortSignal.timeout(60_000));
+    // Stop ran in reverse dependency order: web, then api, then db (each takes its 1 s grace period).
+    const finished = new Map<string, number>();
+    for (const [svc, c] of byService(await containersOf(id))) finished.set(svc, Date.parse((await docker.getContainer(c.Id).inspect()).State.FinishedAt));
+    assert.ok((finished.get('web') ?? 0) <= (finished.get('api') ?? 0) && (finished.get('api') ?? 0) <= (finished.get('db') ?? 0), `stop order web <= api <= db: ${JSON.stringify([...finished])}`);
     await rt.remove(o, AbortSignal.timeout(60_000), 'removed-from-desired');
     assert.equal((await containersOf(id)).length, 0);
     assert.equal((await docker.listNetworks({ filters: { label: [`${LABELS.nodeId}=${nodeId}`] } })).length, 0);
@@ -322,6 +326,88 @@ services:
     assert.equal((await containersOf(w.id)).length, 0);
     const nets = await docker.listNetworks({ filters: { label: [`${LABELS.workloadId}=${w.id}`, `${LABELS.nodeId}=${nodeId}`] } });
     assert.equal(nets.length, 0);
+  });
+
+  it('service_completed_successfully waits for exit 0; required: false turns a failed dependency into a warning', async () => {
+    const yaml = `
+services:
+  migrate: { image: ${IMAGE}, command: ["sh", "-c", "sleep 1; echo migrated"] }
+  seed: { image: ${IMAGE}, command: ["sh", "-c", "echo seed-failed >&2; exit 3"] }
+  api:
+    image: ${IMAGE}
+    stop_grace_period: 1s
+    command: ["sleep", "3600"]
+    depends_on:
+      migrate: { condition: service_completed_successfully }
+      seed: { condition: service_completed_successfully, required: false }
+`;
+    const w = workload(`jobs-${tag}`, `jobs${tag}`, yaml);
+    await up(w);
+    const s = byService(await containersOf(w.id));
+    const info = async (svc: string) => docker.getContainer(s.get(svc)?.Id as string).inspect();
+    const [migrate, api, seed] = [await info('migrate'), await info('api'), await info('seed')];
+    assert.equal(api.State.Status, 'running');
+    assert.equal(migrate.State.ExitCode, 0);
+    assert.ok(Date.parse(migrate.State.FinishedAt) <= Date.parse(api.State.StartedAt), 'api started after migrate completed');
+    assert.equal(seed.State.ExitCode, 3);
+    // seed is only an optional dependency: the app runs; its service entry still shows the failure.
+    const o = await observedOf(w.id);
+    assert.equal(o?.state, 'running');
+    const live = rt.live(w.id) as { services: { name: string; exitCode?: number; error?: string; logTail?: string[] }[] };
+    const seedStatus = live.services.find((x) => x.name === 'seed');
+    assert.equal(seedStatus?.exitCode, 3);
+    assert.equal(seedStatus?.error, 'exited with code 3');
+    assert.deepEqual(seedStatus?.logTail, ['seed-failed']);
+  });
+
+  it('a dependency that exits non-zero fails service_completed_successfully naming it, nothing left behind', async () => {
+    const yaml = `
+services:
+  migrate: { image: ${IMAGE}, command: ["sh", "-c", "exit 4"] }
+  api: { image: ${IMAGE}, command: ["sleep", "3600"], depends_on: { migrate: { condition: service_completed_successfully } } }
+`;
+    const w = workload(`badjob-${tag}`, `badjob${tag}`, yaml);
+    const e = await expectError(up(w));
+    assert.equal(e.code, 'DEPENDENCY_FAILED');
+    assert.equal(e.message, 'service api depends on migrate (service_completed_successfully): migrate exited with code 4');
+    assert.equal((await containersOf(w.id)).length, 0);
+  });
+
+  it('a crashing service carries its crash evidence: exit code, restarts, engine error, log tail', async () => {
+    const yaml = `
+services:
+  ok: { image: ${IMAGE}, command: ["sleep", "3600"], stop_grace_period: 1s }
+  crasher: { image: ${IMAGE}, command: ["sh", "-c", "echo boom; exit 7"], restart: "on-failure:2" }
+  broken: { image: ${IMAGE}, command: ["/no/such/binary"], depends_on: [ok, crasher] }
+`;
+    const w = workload(`crash-${tag}`, `crash${tag}`, yaml);
+    const ctx = ctxFor(w);
+    await rt.prepare(w, ctx);
+    const created = await rt.create(w, ctx);
+    const e = await expectError(rt.start(created, ctx.signal));
+    assert.match(e.message, /^service broken: .*no such file or directory/);
+    // The crasher runs out of its two restarts (bounded wait: 30 s, twice a second).
+    let crasher: { state?: string; restarts?: number } | undefined;
+    for (let i = 0; i < 60 && !(crasher?.state === 'exited' && crasher.restarts === 2); i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      await observedOf(w.id);
+      crasher = (rt.live(w.id) as { services: { name: string; state: string; restarts?: number }[] }).services.find((x) => x.name === 'crasher');
+    }
+    await observedOf(w.id);
+    const services = (rt.live(w.id) as { services: { name: string; state: string; exitCode?: number; restarts?: number; error?: string; logTail?: string[]; finishedAt?: string }[] }).services;
+    const c = services.find((x) => x.name === 'crasher');
+    assert.equal(c?.exitCode, 7);
+    assert.equal(c?.restarts, 2);
+    assert.equal(c?.error, 'exited with code 7');
+    assert.deepEqual(c?.logTail, ['boom', 'boom', 'boom']);
+    assert.ok(c?.finishedAt && !Number.isNaN(Date.parse(c.finishedAt)));
+    const broken = services.find((x) => x.name === 'broken');
+    assert.match(broken?.error ?? '', /no such file or directory/, 'the exact engine error of a failed start');
+    assert.equal(services.find((x) => x.name === 'ok')?.state, 'running');
+    assert.equal(services.find((x) => x.name === 'ok')?.restarts, 0);
+    const o = await observedOf(w.id);
+    assert.ok(o);
+    await rt.remove(o, AbortSignal.timeout(60_000), 'removed-from-desired');
   });
 
   it('service_healthy on a service without a healthcheck fails clearly', async () => {

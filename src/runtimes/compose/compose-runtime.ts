@@ -6,7 +6,7 @@ import { WorkloadError } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { ActualState } from '../../spec/status-report.js';
 import { hashCanonical } from '../canonical-json.js';
-import { mapDockerState, parseDockerEvent, parseExitCode } from '../docker/docker-runtime.js';
+import { demuxDockerLogs, mapDockerState, parseDockerEvent, parseExitCode, tailLines } from '../docker/docker-runtime.js';
 import DockerClient from '../docker/dockerode.js';
 import { streamDockerEvents } from '../docker/event-stream.js';
 import { imagePresent, pullImage } from '../docker/images.js';
@@ -57,6 +57,30 @@ const OBSERVE_TIMEOUT_MS = 30_000;
 const CLEANUP_TIMEOUT_MS = 30_000;
 const DEFAULT_DEPENDENCY_TIMEOUT_MS = 120_000;
 const OPTIONAL_DEPS_LABEL = 'dev.persys.compose-optional-deps';
+/** Log lines kept as a failing service's crash evidence (the report shrinks them further when it must). */
+const SERVICE_LOG_TAIL_LINES = 10;
+/** Inspects in flight at once when gathering evidence, so a big app is not a burst at the daemon. */
+const EVIDENCE_CONCURRENCY = 4;
+
+/** What an inspect told of one container: restarts, and for a failing one its crash evidence. */
+interface ContainerEvidence {
+  /** The list facts it was read for: re-read when they change. */
+  key: string;
+  restarts: number;
+  oomKilled: boolean;
+  engineError: string;
+  finishedAt: string | undefined;
+  logTail: string[] | undefined;
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function eachLimited<T>(items: readonly T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
 
 interface AppContainer {
   id: string;
@@ -115,9 +139,27 @@ function orderContainers(list: readonly AppContainer[]): AppContainer[] {
   return out;
 }
 
-/** The app's state from its services: running only when every service runs (or completed with 0). */
-export function appState(list: readonly AppContainer[]): { state: ActualState; exitCode: number | null | undefined } {
-  if (list.length === 0) return { state: 'missing', exitCode: undefined };
+/**
+ * Services only ever needed with `required: false`: the dependants start without them, so their exit
+ * does not fail the app. A service that nothing depends on, or that one dependant requires, is required.
+ */
+export function optionalServices(list: readonly Pick<AppContainer, 'service' | 'labels'>[]): Set<string> {
+  const optional = new Set<string>();
+  const required = new Set<string>();
+  for (const c of list) {
+    const soft = new Set((c.labels[OPTIONAL_DEPS_LABEL] ?? '').split(',').filter((x) => x !== ''));
+    for (const d of parseDependsOnLabel(c.labels[COMPOSE.dependsOn])) (soft.has(d.service) ? optional : required).add(d.service);
+  }
+  for (const r of required) optional.delete(r);
+  return optional;
+}
+
+/** The app's state from its required services: running only when every one runs (or completed with 0). */
+export function appState(all: readonly AppContainer[]): { state: ActualState; exitCode: number | null | undefined } {
+  if (all.length === 0) return { state: 'missing', exitCode: undefined };
+  const optional = optionalServices(all);
+  const list = all.filter((c) => !optional.has(c.service) || c.state === 'running');
+  if (list.length === 0) return { state: 'exited', exitCode: 0 };
   let running = 0;
   let completed = 0;
   let created = 0;
@@ -147,6 +189,10 @@ export class ComposeRuntime implements Runtime {
   private readonly dependencyTimeoutMs: number;
   /** Per workload, what observe() last saw of its services (the report block, without an engine call). */
   private readonly seen = new Map<string, { services: ServiceStatus[]; volumesKept?: string[] }>();
+  /** Per container id, its last inspect (restarts, crash evidence); refreshed when its list facts change or an event names it. */
+  private readonly evidence = new Map<string, ContainerEvidence>();
+  /** Containers an engine event named since their last inspect (a restart looks the same in a list). */
+  private readonly dirty = new Set<string>();
 
   constructor(opts: ComposeRuntimeOptions) {
     this.docker = new DockerClient({ socketPath: opts.socketPath });
@@ -232,13 +278,65 @@ export class ComposeRuntime implements Runtime {
     return o;
   }
 
+  /**
+   * Restarts and crash evidence of the containers listed: an inspect (and, for a failing one, its log
+   * tail) only for a container not seen before, whose list facts changed, or that an event named, so
+   * a cycle where nothing changed costs no engine call beyond the list.
+   */
+  private async gatherEvidence(list: readonly AppContainer[], signal: AbortSignal): Promise<void> {
+    const todo = list.filter((c) => {
+      const e = this.evidence.get(c.id);
+      return !e || e.key !== evidenceKey(c) || this.dirty.has(c.id) || c.state === 'restarting';
+    });
+    await eachLimited(todo, EVIDENCE_CONCURRENCY, async (c) => {
+      this.dirty.delete(c.id);
+      let info: Dockerode.ContainerInspectInfo;
+      try {
+        info = await this.docker.getContainer(c.id).inspect({ abortSignal: signal });
+      } catch (err) {
+        if (dockerStatusCode(err) === 404) return;
+        throw translateDockerError(err, 'inspect');
+      }
+      const failing = serviceFailing(c);
+      let logTail: string[] | undefined;
+      if (failing) {
+        try {
+          const raw: unknown = await this.docker.getContainer(c.id).logs({ stdout: true, stderr: true, follow: false, tail: SERVICE_LOG_TAIL_LINES, abortSignal: signal });
+          const text = Buffer.isBuffer(raw) ? demuxDockerLogs(raw) : typeof raw === 'string' ? raw : '';
+          logTail = tailLines(text).slice(-SERVICE_LOG_TAIL_LINES);
+        } catch (err) {
+          if (dockerStatusCode(err) !== 404) this.logger.debug({ containerId: c.id.slice(0, 12), err: dockerErrorMessage(err) }, 'no log tail for a failing service');
+        }
+      }
+      const finished = info.State.FinishedAt;
+      this.evidence.set(c.id, {
+        key: evidenceKey(c),
+        restarts: info.RestartCount ?? 0,
+        oomKilled: info.State.OOMKilled === true,
+        engineError: info.State.Error ?? '',
+        finishedAt: finished && !finished.startsWith('0001-') ? finished : undefined,
+        logTail,
+      });
+    });
+  }
+
   private remember(workloadId: string, list: readonly AppContainer[]): void {
     const prev = this.seen.get(workloadId);
     const services: ServiceStatus[] = orderContainers(list).map((c) => {
       const s: ServiceStatus = { name: c.service, containerIds: [c.id], state: c.state };
+      const e = this.evidence.get(c.id);
       if (c.health !== undefined) s.health = c.health;
       if (c.exitCode !== undefined) s.exitCode = c.exitCode;
-      if (c.state === 'exited' && c.exitCode !== 0) s.error = c.status;
+      if (e) s.restarts = e.restarts;
+      // A start the engine refused leaves the container "created" with the engine's error on it.
+      if (serviceFailing(c) || (e !== undefined && e.engineError !== '')) {
+        // The engine's own words first (a start that failed), then what the exit says.
+        const why = e?.engineError || (c.state === 'exited' || c.state === 'restarting' ? `exited with code ${c.exitCode ?? 'unknown'}${e?.oomKilled ? ' (OOMKilled)' : ''}` : c.health === 'unhealthy' ? 'unhealthy' : c.status);
+        s.error = why;
+        if (e?.oomKilled) s.oomKilled = true;
+        if (e?.finishedAt) s.finishedAt = e.finishedAt;
+        if (e?.logTail && e.logTail.length > 0) s.logTail = e.logTail;
+      }
       return s;
     });
     this.seen.set(workloadId, prev?.volumesKept ? { services, volumesKept: prev.volumesKept } : { services });
@@ -254,6 +352,9 @@ export class ComposeRuntime implements Runtime {
       if (g) g.push(c);
       else groups.set(id, [c]);
     }
+    await this.gatherEvidence(list, withTimeout(signal, OBSERVE_TIMEOUT_MS));
+    const present = new Set(list.map((c) => c.id));
+    for (const id of this.evidence.keys()) if (!present.has(id)) this.evidence.delete(id);
     const out: ObservedWorkload[] = [];
     for (const [id, g] of groups) {
       out.push(this.observed(id, g));
@@ -351,28 +452,38 @@ export class ComposeRuntime implements Runtime {
     const images = await this.imageIds(app, ctx.signal);
     const created: AppContainer[] = [];
     const containerOf = (svc: string) => existing.get(svc) ?? created.find((c) => c.service === svc)?.id;
+    const createOne = async (s: ServiceSpec): Promise<void> => {
+      const opts = serviceCreateOptions(app, s, {
+        own,
+        serviceHash: hashes.get(s.name)?.hash ?? '',
+        configHash: compose129ConfigHash(s, app, images.get(s.image) ?? null),
+        volumesPolicy: policy,
+        containerOf,
+      });
+      const optional = s.dependsOn.filter((d) => !d.required).map((d) => d.service);
+      const after = [...s.volumesFrom.map((v) => v.service), ...(s.networkMode?.startsWith('service:') ? [s.networkMode.slice(8)] : [])];
+      const labels = opts.Labels as Record<string, string>;
+      if (optional.length > 0) labels[OPTIONAL_DEPS_LABEL] = optional.join(',');
+      if (after.length > 0) labels['dev.persys.compose-after'] = after.join(',');
+      // No abort signal on the create itself: an aborted request can still make a container we never
+      // learn the id of (an orphan). The signal is checked before; the call is short.
+      ctx.signal.throwIfAborted();
+      const c = await this.call('create', () => this.docker.createContainer(opts));
+      created.push({ id: c.id, name: opts.name as string, service: s.name, state: 'created', engineState: 'created', status: 'Created', labels, created: Math.floor(Date.now() / 1000), health: undefined, exitCode: undefined });
+      for (const n of extraNetworks(app, s)) {
+        await this.call('create', () => this.docker.getNetwork(n.name).connect({ Container: c.id, EndpointConfig: n.endpoint, abortSignal: ctx.signal } as object));
+      }
+      const archive = fileObjectsArchive(app, s);
+      if (archive) await this.call('create', () => c.putArchive(archive, { path: '/', abortSignal: ctx.signal } as object));
+      this.logger.debug({ workloadId: w.id, service: s.name, containerId: c.id.slice(0, 12) }, 'created service container');
+    };
     try {
-      for (const s of services) {
-        const opts = serviceCreateOptions(app, s, {
-          own,
-          serviceHash: hashes.get(s.name)?.hash ?? '',
-          configHash: compose129ConfigHash(s, app, images.get(s.image) ?? null),
-          volumesPolicy: policy,
-          containerOf,
-        });
-        const optional = s.dependsOn.filter((d) => !d.required).map((d) => d.service);
-        const after = [...s.volumesFrom.map((v) => v.service), ...(s.networkMode?.startsWith('service:') ? [s.networkMode.slice(8)] : [])];
-        const labels = opts.Labels as Record<string, string>;
-        if (optional.length > 0) labels[OPTIONAL_DEPS_LABEL] = optional.join(',');
-        if (after.length > 0) labels['dev.persys.compose-after'] = after.join(',');
-        const c = await this.call('create', () => this.docker.createContainer({ ...opts, abortSignal: ctx.signal }));
-        created.push({ id: c.id, name: opts.name as string, service: s.name, state: 'created', engineState: 'created', status: 'Created', labels, created: Math.floor(Date.now() / 1000), health: undefined, exitCode: undefined });
-        for (const n of extraNetworks(app, s)) {
-          await this.call('create', () => this.docker.getNetwork(n.name).connect({ Container: c.id, EndpointConfig: n.endpoint, abortSignal: ctx.signal } as object));
-        }
-        const archive = fileObjectsArchive(app, s);
-        if (archive) await this.call('create', () => c.putArchive(archive, { path: '/', abortSignal: ctx.signal } as object));
-        this.logger.debug({ workloadId: w.id, service: s.name, containerId: c.id.slice(0, 12) }, 'created service container');
+      // Level by level (a service after those it names in network_mode/volumes_from/depends_on); the
+      // services of one level are independent, so they are created together.
+      for (const level of creationLevels(services)) {
+        const results = await Promise.allSettled(level.map(createOne));
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       }
     } catch (err) {
       await this.removeContainers(created, w.id);
@@ -424,33 +535,83 @@ export class ComposeRuntime implements Runtime {
     await this.startInOrder(list, observed.workloadId, signal);
   }
 
+  /**
+   * Starts the containers as a dependency graph: each service starts once every one of its depends_on
+   * conditions holds (and what it shares a namespace or volumes with has started), so independent
+   * services start together. The first failure stops the scheduling of the rest and is thrown once
+   * what is in flight has settled.
+   */
   private async startInOrder(list: readonly AppContainer[], workloadId: string, signal: AbortSignal, only?: ReadonlySet<string>): Promise<void> {
     const byService = new Map(list.map((c) => [c.service, c]));
-    const ready = new Set<string>();
-    for (const c of orderContainers(list)) {
-      if (only && !only.has(c.service)) continue;
-      const optional = new Set((c.labels[OPTIONAL_DEPS_LABEL] ?? '').split(',').filter((x) => x !== ''));
-      for (const dep of parseDependsOnLabel(c.labels[COMPOSE.dependsOn])) {
-        const dc = byService.get(dep.service);
-        const key = `${dep.service}:${dep.condition}`;
-        if (!dc || ready.has(key)) continue;
-        try {
-          await this.waitFor(dc, dep.condition, c.service, signal);
-          ready.add(key);
-        } catch (err) {
+    const failure = new AbortController();
+    const all = AbortSignal.any([signal, failure.signal]);
+    const conditions = new Map<string, Promise<void>>();
+    const started = new Map<string, Promise<void>>();
+    let first: { err: unknown } | undefined;
+    const startOf = (c: AppContainer): Promise<void> => {
+      let p = started.get(c.service);
+      if (!p) {
+        p = this.startService(c, byService, workloadId, all, only, startOf, conditions);
+        // The first failure is the one reported; it stops the others' waits (they then fail too).
+        p.catch((err: unknown) => {
+          if (!first && !failure.signal.aborted) first = { err };
+          failure.abort();
+        });
+        started.set(c.service, p);
+      }
+      return p;
+    };
+    const results = await Promise.allSettled(orderContainers(list).map(startOf));
+    if (first) throw first.err;
+    const any = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (any) throw signal.aborted ? translateDockerError(signal.reason, 'start') : any.reason;
+  }
+
+  private async startService(
+    c: AppContainer,
+    byService: ReadonlyMap<string, AppContainer>,
+    workloadId: string,
+    signal: AbortSignal,
+    only: ReadonlySet<string> | undefined,
+    startOf: (c: AppContainer) => Promise<void>,
+    conditions: Map<string, Promise<void>>,
+  ): Promise<void> {
+    const optional = new Set((c.labels[OPTIONAL_DEPS_LABEL] ?? '').split(',').filter((x) => x !== ''));
+    const after = (c.labels['dev.persys.compose-after'] ?? '').split(',').filter((x) => x !== '');
+    const waits: Promise<void>[] = [];
+    for (const name of after) {
+      const dc = byService.get(name);
+      if (dc) waits.push(startOf(dc));
+    }
+    for (const dep of parseDependsOnLabel(c.labels[COMPOSE.dependsOn])) {
+      const dc = byService.get(dep.service);
+      if (!dc) continue;
+      const key = `${dep.service}:${dep.condition}`;
+      let cond = conditions.get(key);
+      if (!cond) {
+        cond = startOf(dc).then(() => this.waitFor(dc, dep.condition, c.service, signal));
+        conditions.set(key, cond);
+      }
+      waits.push(
+        cond.catch((err: unknown) => {
           if (!optional.has(dep.service) || signal.aborted) throw err;
           this.logger.warn({ workloadId, service: c.service, dependency: dep.service, err: err instanceof Error ? err.message : String(err) }, 'optional dependency (required: false) not ready; starting anyway');
-        }
-      }
-      if (c.state === 'running') continue;
-      try {
-        await this.docker.getContainer(c.id).start({ abortSignal: signal });
-        this.logger.debug({ workloadId, service: c.service, containerId: c.id.slice(0, 12) }, 'started service');
-      } catch (err) {
-        if (dockerStatusCode(err) === 304) continue;
-        const e = translateDockerError(err, 'start');
-        throw new WorkloadError(e.code, `service ${c.service}: ${e.message}`, { cause: e, details: { service: c.service } });
-      }
+        }),
+      );
+    }
+    const settled = await Promise.allSettled(waits);
+    const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (bad) throw bad.reason;
+    if (signal.aborted) throw new AbortedByPeer();
+    if (c.state === 'running' || (only && !only.has(c.service))) return;
+    try {
+      await this.docker.getContainer(c.id).start({ abortSignal: signal });
+      this.logger.debug({ workloadId, service: c.service, containerId: c.id.slice(0, 12) }, 'started service');
+    } catch (err) {
+      if (dockerStatusCode(err) === 304) return;
+      if (signal.aborted) throw new AbortedByPeer();
+      const e = translateDockerError(err, 'start');
+      throw new WorkloadError(e.code, `service ${c.service}: ${e.message}`, { cause: e, details: { service: c.service } });
     }
   }
 
@@ -653,13 +814,19 @@ export class ComposeRuntime implements Runtime {
   async inspect(observed: ObservedWorkload, signal?: AbortSignal): Promise<ObservedWorkload | undefined> {
     const list = await this.list(withTimeout(signal, OBSERVE_TIMEOUT_MS), observed.workloadId);
     if (list.length === 0) return undefined;
+    await this.gatherEvidence(list, withTimeout(signal, OBSERVE_TIMEOUT_MS));
     this.remember(observed.workloadId, list);
     return this.observed(observed.workloadId, list);
   }
 
   async events(signal: AbortSignal, onEvent: (e: RuntimeEvent) => void): Promise<void> {
     const filters = { type: ['container'], label: this.filters().label, event: ['die', 'oom', 'destroy', 'start', 'stop', 'kill', 'health_status'] };
-    await streamDockerEvents(this.docker, filters, parseComposeEvent, onEvent, signal, this.logger);
+    // An event marks its container for a fresh inspect (a restart between two lists looks like nothing).
+    const mark = (e: RuntimeEvent): void => {
+      if (e.runtimeId) this.dirty.add(e.runtimeId);
+      onEvent(e);
+    };
+    await streamDockerEvents(this.docker, filters, parseComposeEvent, mark, signal, this.logger);
   }
 }
 
@@ -680,6 +847,40 @@ export function parseComposeEvent(line: string): RuntimeEvent | undefined {
   const id = p.Actor?.ID;
   if (typeof workloadId !== 'string' || typeof id !== 'string' || typeof p.Action !== 'string') return undefined;
   return { workloadId, action: p.Action.split(':')[0] as string, runtimeId: id };
+}
+
+/** A service not started because another one failed first (that failure is the one reported). */
+class AbortedByPeer extends Error {
+  constructor() {
+    super('not started: another service of the app failed first');
+  }
+}
+
+/**
+ * `services` (in dependency order) in levels: a service's level is one past the highest level of the
+ * services it needs (depends_on, volumes_from, network_mode: service:) among them.
+ */
+export function creationLevels(services: readonly ServiceSpec[]): ServiceSpec[][] {
+  const names = new Set(services.map((s) => s.name));
+  const level = new Map<string, number>();
+  const levels: ServiceSpec[][] = [];
+  for (const s of services) {
+    const needs = [...s.dependsOn.map((d) => d.service), ...s.volumesFrom.map((v) => v.service), ...(s.networkMode?.startsWith('service:') ? [s.networkMode.slice(8)] : [])];
+    const l = Math.max(-1, ...needs.filter((n) => names.has(n)).map((n) => level.get(n) ?? -1)) + 1;
+    level.set(s.name, l);
+    (levels[l] ??= []).push(s);
+  }
+  return levels.filter((x) => x !== undefined);
+}
+
+/** The list facts evidence is read for: a change of any of them means a fresh inspect. */
+function evidenceKey(c: AppContainer): string {
+  return `${c.engineState}|${c.exitCode ?? ''}|${c.health ?? ''}`;
+}
+
+/** A service that is not doing its job: exited non-zero, restarting, dead, or unhealthy. */
+function serviceFailing(c: AppContainer): boolean {
+  return (c.state === 'exited' && c.exitCode !== 0) || c.state === 'restarting' || c.engineState === 'dead' || c.health === 'unhealthy';
 }
 
 /** dockerode's inspect promise, typed. */

@@ -13,6 +13,9 @@ export interface ServiceStatus {
   exitCode?: number;
   restarts?: number;
   error?: string;
+  oomKilled?: boolean;
+  finishedAt?: string;
+  logTail?: string[];
 }
 
 interface Live {
@@ -36,7 +39,10 @@ export const composeReportBlock: ReportBlock = {
           health: v.pipe(v.optional(v.string()), d('Docker health status when the service has a healthcheck.')),
           exitCode: v.pipe(v.optional(v.number()), d('Exit code of the last run, when it exited.')),
           restarts: v.pipe(v.optional(v.number()), d('Restarts by the Docker restart policy.')),
-          error: v.pipe(v.optional(v.string()), d('The engine status of a failed service.')),
+          error: v.pipe(v.optional(v.string()), d("A failing service's engine error, or what its exit or health says.")),
+          oomKilled: v.pipe(v.optional(v.boolean()), d('A failing service was killed for exceeding its memory limit.')),
+          finishedAt: v.pipe(v.optional(v.string()), d('When a failing service last stopped (as Docker reports it).')),
+          logTail: v.pipe(v.optional(v.array(v.string())), d("A failing service's last log lines.")),
         }),
       ),
       d('Services in dependency order.'),
@@ -51,6 +57,15 @@ export const composeReportBlock: ReportBlock = {
   },
   shrink(block) {
     const services = Array.isArray(block.services) ? (block.services as ServiceStatus[]) : [];
-    return { ...block, services: services.map((s) => (s.error ? { ...s, error: s.error.slice(0, 200) } : s)) };
+    // Errors cut to 200 characters, log tails to the last 5 lines of at most 200.
+    return {
+      ...block,
+      services: services.map((s) => {
+        const out: ServiceStatus = { ...s };
+        if (s.error) out.error = s.error.slice(0, 200);
+        if (s.logTail) out.logTail = s.logTail.slice(-5).map((l) => (l.length > 200 ? `${l.slice(0, 200)} …` : l));
+        return out;
+      }),
+    };
   },
 };
