@@ -4,7 +4,7 @@
  * cannot run (no dockerd, no image) says why and the others go on.
  *
  *   npm run bench                 all of them (about 4-6 minutes)
- *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape, trust, gc)
+ *   npm run bench -- plan store   only the named sections (writes, rss, cycle, plan, store, apply, scrape, trust, gc, compose)
  *
  * BENCH_WRITES_IDLE_SECONDS=60 shortens the idle-writes window (default 300 s, the issue's figure).
  *
@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { benchApply } from './apply.js';
+import { benchCompose } from './compose.js';
 import { benchNoChangeCycle } from './cycle.js';
 import { benchGc } from './gc.js';
 import { dockerUnavailableReason, progress, removeBenchContainers, removeNode, stopAllChildren, type Row, type Section, type Target } from './lib.js';
@@ -31,7 +32,7 @@ import { benchTrust } from './trust.js';
 import { benchIdleWrites } from './writes.js';
 
 const FLEET_SIZE = 200;
-const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust', 'gc'] as const;
+const SECTIONS = ['writes', 'rss', 'cycle', 'plan', 'store', 'apply', 'scrape', 'trust', 'gc', 'compose'] as const;
 type SectionName = (typeof SECTIONS)[number];
 
 interface Outcome {
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
   const signal = abort.signal;
 
   const workDir = await mkdtemp(join(tmpdir(), 'persys-bench-'));
-  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes') || want.has('gc');
+  const needsDocker = want.has('rss') || want.has('cycle') || want.has('apply') || want.has('writes') || want.has('gc') || want.has('compose');
   const dockerDown = needsDocker ? await dockerUnavailableReason() : undefined;
   const outcomes: Outcome[] = [];
   const started = Date.now();
@@ -201,6 +202,7 @@ async function main(): Promise<void> {
     }
     if (want.has('apply')) outcomes.push(await runSection('apply', () => benchApply(workDir, signal), dockerDown));
     if (want.has('gc')) outcomes.push(await runSection('gc, 200 workloads + 50 orphans', () => benchGc(signal), dockerDown));
+    if (want.has('compose')) outcomes.push(await runSection('compose app, 10 services', () => benchCompose(signal), dockerDown));
     if (want.has('scrape')) {
       const scrape = await loadScrape().catch((err: unknown) => `cannot load bench/scrape.js: ${err instanceof Error ? err.message : String(err)}`);
       if (typeof scrape === 'string') outcomes.push({ title: 'scrape', skipped: scrape });

@@ -1,0 +1,131 @@
+/**
+ * Compose apps on the real dockerd, beside baselines measured in the same run (issue #11):
+ * - bring-up of a 10-service app (three dependency levels) by the agent's compose runtime (prepare,
+ *   create, start: the executor's steps) versus `docker-compose up -d` (Debian's 1.29) on the same
+ *   file and the same local image. Target <= 0.5x.
+ * - a no-change observe of that app (what a reconcile cycle asks of the runtime) versus one
+ *   label-filtered container list. Target <= 2x.
+ * Rounds alternate agent and docker-compose so both see the same engine load. Every object is
+ * labelled or named by this run's node id and removed at the end, also after a failure.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+
+import { ComposeRuntime } from '../src/runtimes/compose/compose-runtime.js';
+import type { ComposeWorkload } from '../src/runtimes/compose/spec.js';
+import { BUILTIN_TYPES } from '../src/runtimes/registry.js';
+import { LABELS, type ObservedWorkload } from '../src/runtimes/runtime.js';
+import { BENCH_IMAGE, benchLogger, benchNodeId, docker, DOCKER_SOCKET, median, progress, round2, type Section } from './lib.js';
+
+const run = promisify(execFile);
+const ROUNDS = 3;
+const LIST_ROUNDS = 21;
+const COMPOSE_BIN = ['/usr/bin/docker-compose', '/usr/local/bin/docker-compose'].find((p) => existsSync(p));
+
+/** Ten services in three levels: three backends, six that need them, one front. */
+export function tenServiceApp(): string {
+  const svc = (name: string, deps: string[]) =>
+    `  ${name}:\n    image: ${BENCH_IMAGE}\n    command: ["sleep", "3600"]\n    stop_grace_period: 1s\n${deps.length > 0 ? `    depends_on: [${deps.join(', ')}]\n` : ''}`;
+  return [
+    'services:',
+    svc('db', []).replace('    stop_grace_period', '    volumes: ["data:/data"]\n    stop_grace_period'),
+    svc('cache', []),
+    svc('queue', []),
+    svc('api1', ['db', 'cache']),
+    svc('api2', ['db', 'cache']),
+    svc('api3', ['db', 'cache']),
+    svc('api4', ['db', 'cache']),
+    svc('worker1', ['queue', 'db']),
+    svc('worker2', ['queue', 'db']),
+    svc('web', ['api1', 'api2', 'api3', 'api4']),
+    'volumes:',
+    '  data: {}',
+    '',
+  ].join('\n');
+}
+
+async function removeAll(filterLabel: string): Promise<void> {
+  const d = docker();
+  const cs = await d.listContainers({ all: true, filters: { label: [filterLabel] } });
+  await Promise.all(cs.map((c) => d.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined)));
+  const nets = await d.listNetworks({ filters: { label: [filterLabel] } });
+  for (const n of nets) await d.getNetwork(n.Id).remove().catch(() => undefined);
+  const vols = await d.listVolumes({ filters: { label: [filterLabel] } });
+  for (const v of vols.Volumes ?? []) await d.getVolume(v.Name).remove().catch(() => undefined);
+}
+
+export async function benchCompose(signal: AbortSignal): Promise<Section> {
+  if (!COMPOSE_BIN) throw new Error('docker-compose is not installed (scripts/testbed/docker.sh installs Debian 1.29): no baseline');
+  const nodeId = benchNodeId();
+  const tag = nodeId.replace(/[^a-z0-9]/g, '');
+  const rt = new ComposeRuntime({ socketPath: DOCKER_SOCKET, nodeId, logger: benchLogger() });
+  const yaml = tenServiceApp();
+  const dir = await mkdtemp(join(tmpdir(), 'persys-bench-compose-'));
+  await writeFile(join(dir, 'docker-compose.yml'), yaml);
+  const composeEnv = { ...process.env, DOCKER_HOST: `unix://${DOCKER_SOCKET}` };
+  const dcProjects: string[] = [];
+  const agentMs: number[] = [];
+  const composeMs: number[] = [];
+  let last: ObservedWorkload | undefined;
+  try {
+    for (let i = 0; i < ROUNDS; i++) {
+      signal.throwIfAborted();
+      const w: ComposeWorkload = { id: `app-${i}`, type: 'compose', revision: 'r1', spec: { project: `pa${tag}${i}`, composeYaml: yaml } };
+      const ctx = { nodeId, specHash: BUILTIN_TYPES.hash(w), hashVersion: BUILTIN_TYPES.version(w), signal: AbortSignal.any([signal, AbortSignal.timeout(120_000)]) };
+      const t0 = performance.now();
+      await rt.prepare(w, ctx);
+      const created = await rt.create(w, ctx);
+      await rt.start(created, ctx.signal);
+      agentMs.push(performance.now() - t0);
+      last = created;
+
+      const project = `dc${tag}${i}`;
+      dcProjects.push(project);
+      const t1 = performance.now();
+      await run(COMPOSE_BIN, ['-p', project, 'up', '-d'], { cwd: dir, env: composeEnv, timeout: 120_000, signal });
+      composeMs.push(performance.now() - t1);
+      progress(`compose bring-up round ${i + 1}/${ROUNDS}: agent ${agentMs.at(-1)?.toFixed(0)} ms, docker-compose ${composeMs.at(-1)?.toFixed(0)} ms`);
+      // Keep the last agent app for the cycle; the others go so rounds do not pile up.
+      if (i < ROUNDS - 1) await removeAll(`${LABELS.workloadId}=${w.id}`);
+      if (i < ROUNDS - 1) await run(COMPOSE_BIN, ['-p', project, 'down', '-v', '-t', '0'], { cwd: dir, env: composeEnv, timeout: 120_000 });
+    }
+
+    // No-change cycle: the runtime's observe() of the running app (warm: evidence already read) versus one list.
+    if (!last) throw new Error('no app came up');
+    await rt.observe(signal);
+    const d = docker();
+    const observeMs: number[] = [];
+    const listMs: number[] = [];
+    const filters = { label: [`${LABELS.managed}=true`, `${LABELS.nodeId}=${nodeId}`, `${LABELS.type}=compose`] };
+    for (let i = 0; i < LIST_ROUNDS; i++) {
+      signal.throwIfAborted();
+      const t0 = performance.now();
+      const seen = await rt.observe(signal);
+      observeMs.push(performance.now() - t0);
+      if (seen.length !== 1 || seen[0]?.state !== 'running') throw new Error(`the app is not running: ${JSON.stringify(seen.map((o) => o.state))}`);
+      const t1 = performance.now();
+      await d.listContainers({ all: true, filters, abortSignal: signal });
+      listMs.push(performance.now() - t1);
+    }
+    const up = median(agentMs);
+    const dc = median(composeMs);
+    return {
+      rows: [
+        { name: 'compose bring-up, 10 services (median)', value: round2(up), unit: 'ms', baseline: { name: 'docker-compose up -d', value: round2(dc) }, target: { on: 'ratio', max: 0.5, text: '<= 0.5x' } },
+        { name: 'compose no-change observe, 10 services (median)', value: round2(median(observeMs)), unit: 'ms', baseline: { name: 'one label-filtered list', value: round2(median(listMs)) }, target: { on: 'ratio', max: 2, text: '<= 2.0x' } },
+      ],
+      notes: [
+        `compose bring-up: ${ROUNDS} rounds alternating agent / docker-compose 1.29 on the same file and local image ${BENCH_IMAGE}; agent = prepare+create+start of the compose runtime (independent services created and started together); docker-compose includes its Python start-up, which is part of what an operator waits for`,
+      ],
+    };
+  } finally {
+    await removeAll(`${LABELS.nodeId}=${nodeId}`).catch((err: unknown) => progress(`compose bench cleanup: ${String(err)}`));
+    for (const p of dcProjects) await run(COMPOSE_BIN, ['-p', p, 'down', '-v', '-t', '0'], { cwd: dir, env: composeEnv, timeout: 120_000 }).catch((err: unknown) => progress(`docker-compose down ${p}: ${String(err)}`));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
