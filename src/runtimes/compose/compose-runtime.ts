@@ -289,14 +289,18 @@ export class ComposeRuntime implements Runtime {
       return !e || e.key !== evidenceKey(c) || this.dirty.has(c.id) || c.state === 'restarting';
     });
     await eachLimited(todo, EVIDENCE_CONCURRENCY, async (c) => {
-      this.dirty.delete(c.id);
       let info: Dockerode.ContainerInspectInfo;
       try {
         info = await this.docker.getContainer(c.id).inspect({ abortSignal: signal });
       } catch (err) {
+        // Evidence is an extra: a container gone meanwhile (404) or one failed inspect does not fail
+        // the observation (the list is the truth); an abort does.
         if (dockerStatusCode(err) === 404) return;
-        throw translateDockerError(err, 'inspect');
+        if (signal.aborted) throw translateDockerError(err, 'inspect');
+        this.logger.debug({ containerId: c.id.slice(0, 12), err: dockerErrorMessage(err) }, 'no evidence for a service container this time');
+        return;
       }
+      this.dirty.delete(c.id);
       const failing = serviceFailing(c);
       let logTail: string[] | undefined;
       if (failing) {
