@@ -226,7 +226,7 @@ export class Agent {
       debounceMs: config.status.debounceMs,
       buildReport: (seq) => this.buildReport(seq),
       loadSeq: () => this.store.data.reporter.seq,
-      saveSeq: (seq) => this.beforeReport(seq),
+      saveSeq: (seq) => this.store.beforeReport(seq),
       logger,
     });
 
@@ -335,17 +335,6 @@ export class Agent {
 
     // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
     void this.loop.trigger('start', signal);
-  }
-
-  /**
-   * Durability order before a report goes out: its seq is covered by a stored reservation (a
-   * failure stops the send), and records changed so far (retry schedules, failure history) are on
-   * disk. A failing records write does not hold the report back: it then says the store is failing,
-   * which beats silence.
-   */
-  private async beforeReport(seq: number): Promise<void> {
-    await this.store.reserveSeq(seq);
-    await this.store.flush().catch(() => undefined);
   }
 
   private async onPull(r: PullResult | SourceError, url: string): Promise<void> {
