@@ -92,8 +92,9 @@ export function hostVolumeOps(o: HostOpsOptions): VolumeOps & { loopDevicesOf(im
       if (st.size < sizeBytes) await fsp.truncate(path, sizeBytes);
     },
     async mkfs(path) {
-      // -m 0: no blocks reserved for root (the volume's size is the container's to use); -F: a file, not a device.
-      await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'lazy_itable_init=0,lazy_journal_init=0', path]);
+      // -m 0: no blocks reserved for root; 4 KiB blocks and an inode per 64 KiB keep metadata small, so
+      // most of the size is the container's (32 MiB gives about 27.8 MiB); -F: a file, not a device.
+      await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-b', '4096', '-i', '65536', '-E', 'lazy_itable_init=0,lazy_journal_init=0', path]);
     },
     async attach(image) {
       const have = await loopDevicesOf(image);

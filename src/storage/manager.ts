@@ -142,15 +142,25 @@ export class StorageManager {
       }
     }
     if (changed) p = this.plan(doc);
-    for (const a of p.volumes) {
-      if (a.kind === 'delete' || a.kind === 'noop' || a.kind === 'deny') continue;
-      if ((a.kind === 'create' || a.kind === 'resume' || a.kind === 'grow') && p.pools.some((x) => x.kind !== 'deny' && x.pool.name === a.pool.name && this.errors.has(`pool:${a.pool.name}`))) continue;
-      changed = (await this.apply(a)) || changed;
+    const declared = new Set((doc?.volumes ?? []).map((v) => v.name));
+    // Two rounds: an interrupted delete of a declared volume is finished, then the volume made afresh.
+    for (let round = 0; round < 2; round++) {
+      let again = false;
+      for (const a of p.volumes) {
+        if (a.kind === 'noop' || a.kind === 'deny') continue;
+        // Deletes of volumes that left the document wait for afterWorkloads (their containers go first).
+        if (a.kind === 'delete' && !declared.has(a.name)) continue;
+        if ((a.kind === 'create' || a.kind === 'resume' || a.kind === 'grow') && this.errors.has(`pool:${a.pool.name}`)) continue;
+        const applied = await this.apply(a);
+        changed = applied || changed;
+        if (applied && a.kind === 'delete') again = true;
+      }
+      if (!again) break;
+      p = this.plan(doc);
     }
     if (changed) this.o.onChange?.();
     this.last = this.plan(doc);
     await this.refreshUsage();
-    const declared = new Set((doc?.volumes ?? []).map((v) => v.name));
     return doc ? storageGate(this.o.types, declared, this.last, this.state) : null;
   }
 
