@@ -43,6 +43,9 @@ import { StatusReporter } from './sync/reporter.js';
 import { DesiredStateSource, type PullResult } from './sync/source.js';
 import { backoffDelayMs, sleep } from './util/backoff.js';
 import { AGENT_VERSION } from './version.js';
+import { hostVolumeOpsFor } from './storage/host-ops.js';
+import { StorageManager } from './storage/manager.js';
+import { registerStorageMetrics } from './storage/metrics.js';
 
 export interface AgentOptions {
   config: Config;
@@ -76,6 +79,8 @@ export class Agent {
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
   private stats: WorkloadStatsCollector | undefined;
+  /** Pools and volumes (src/storage, docs/storage.md). */
+  storage!: StorageManager;
   /** The garbage collector; `gc.runNow(reason)` runs a pass at once (the DiskPressure hook). */
   gc!: GarbageCollector;
   /**
@@ -175,6 +180,18 @@ export class Agent {
     this.store.onWrite = (ms) => this.metrics.storeWriteDuration.observe(ms / 1000);
     this.runtimeOf = new Map(this.runtimes.flatMap((rt) => rt.types.map((t) => [t.type, rt] as const)));
     const markDirty = () => this.reporter?.markDirty();
+    // Loop volumes are attached again before the first reconcile, so no container starts without its volume.
+    this.storage = new StorageManager({
+      stateDir,
+      nodeId: this.nodeId,
+      ops: hostVolumeOpsFor(config),
+      allowedPrefixes: config.policy.allowedStoragePrefixes,
+      types: BUILTIN_TYPES,
+      logger,
+      onChange: markDirty,
+    });
+    await this.storage.start();
+    registerStorageMetrics(this.metrics.registry, () => this.storage.report());
     const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
     this.executor = executor;
     this.runtimeLog = new RuntimeAvailabilityLog(logger);
@@ -192,6 +209,7 @@ export class Agent {
           types: BUILTIN_TYPES,
         }),
       ],
+      storage: this.storage,
       onRecordChange: markDirty,
       onCycle: (s) => {
         this.recordCycleMetrics(s);
@@ -226,7 +244,7 @@ export class Agent {
       debounceMs: config.status.debounceMs,
       buildReport: (seq) => this.buildReport(seq),
       loadSeq: () => this.store.data.reporter.seq,
-      saveSeq: (seq) => this.beforeReport(seq),
+      saveSeq: (seq) => this.store.beforeReport(seq),
       logger,
     });
 
@@ -335,17 +353,6 @@ export class Agent {
 
     // Re-adopt what the runtime already runs for us, with the desired state we stored last time.
     void this.loop.trigger('start', signal);
-  }
-
-  /**
-   * Durability order before a report goes out: its seq is covered by a stored reservation (a
-   * failure stops the send), and records changed so far (retry schedules, failure history) are on
-   * disk. A failing records write does not hold the report back: it then says the store is failing,
-   * which beats silence.
-   */
-  private async beforeReport(seq: number): Promise<void> {
-    await this.store.reserveSeq(seq);
-    await this.store.flush().catch(() => undefined);
   }
 
   private async onPull(r: PullResult | SourceError, url: string): Promise<void> {
@@ -505,6 +512,7 @@ export class Agent {
       ...(capacity ? { capacity } : {}),
       ...(this.gc?.report() ? { gc: this.gc.report() } : {}),
       resources: { ...figures, conditions: this.resources.conditions() },
+      storage: this.storage.report(),
       now: new Date(),
     });
   }

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { resolveNodeIdReadOnly } from '../identity/node-id.js';
 import { silentLogger } from '../log.js';
 import { observeRuntimes } from '../reconcile/loop.js';
-import { plan } from '../reconcile/planner.js';
+import { plan, type PlanGate } from '../reconcile/planner.js';
 import { createRuntimes } from '../runtimes/create-runtimes.js';
 import { BUILTIN_TYPES } from '../runtimes/registry.js';
 import { admissionGate } from '../resources/admission.js';
@@ -15,6 +15,10 @@ import { formatIssues, validateDesiredState } from '../spec/validate.js';
 import { openSigned } from '../trust/desired-state-trust.js';
 import { trustSettingsFrom } from '../trust/settings.js';
 import type { StoreData } from '../store/types.js';
+import { storageGate } from '../storage/gate.js';
+import { readStorageState } from '../storage/manager.js';
+import { planStorage } from '../storage/plan.js';
+import type { StorageState } from '../storage/types.js';
 import { parseArgs, UsageError } from './args.js';
 import { configFromArgs } from './config-args.js';
 
@@ -81,13 +85,28 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   const host = await sampleNodeResources({ settings: config.resources, paths }, now);
   const tracker = new ConditionTracker(config.resources.pressure);
   tracker.observe({ memoryAvailableBytes: host.memoryAvailableBytes, filesystems: host.filesystems, pids: host.pids }, now.getTime());
-  const gates = [
+  const gates: PlanGate[] = [
     admissionGate(
       { allocatable: host.allocatable, overcommit: config.resources.overcommit, requireRequests: config.policy.requireResourceRequests, pressure: tracker.active(now.getTime()) },
       { desired: v.value.workloads, observed: view.observed, records, types: BUILTIN_TYPES },
     ),
   ];
+  // Storage: what the agent would do to pools and volumes; a workload whose volume is refused is denied the same way.
+  const storageState = await readStorageState(stateDir).catch((): StorageState => ({ version: 1, pools: {}, volumes: {} }));
+  const sp = planStorage({ pools: v.value.storagePools ?? [], volumes: v.value.volumes ?? [], state: storageState, allowedPrefixes: config.policy.allowedStoragePrefixes });
+  // As the agent would see it once this pass's volume steps are applied: created ones are Ready.
+  const afterStorage: StorageState = { ...storageState, volumes: { ...storageState.volumes } };
+  for (const a of sp.volumes) {
+    if (a.kind === 'create' || a.kind === 'resume' || a.kind === 'grow' || a.kind === 'update') {
+      afterStorage.volumes[a.name] = { name: a.name, pool: 'pool' in a ? a.pool.name : a.state.pool, poolType: 'pool' in a ? a.pool.type : a.state.poolType, sizeBytes: 0, reclaimPolicy: 'retain', phase: 'Ready', step: 'engine', path: '', createdAt: now.toISOString() };
+    }
+  }
+  gates.push(storageGate(BUILTIN_TYPES, new Set((v.value.volumes ?? []).map((x) => x.name)), sp, afterStorage));
   const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now, gates });
+  const storageSteps = [
+    ...sp.pools.map((a) => (a.kind === 'deny' ? { kind: 'deny', target: 'pool', name: a.name, reason: `${a.code}: ${a.message}`, code: a.code } : { kind: a.kind, target: 'pool', name: a.pool.name, reason: a.reason })),
+    ...sp.volumes.map((a) => ({ kind: a.kind, target: 'volume', name: a.name, reason: a.reason, ...(a.kind === 'deny' ? { code: a.code } : {}) })),
+  ];
 
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
   if (args.options.json) {
@@ -100,7 +119,7 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
       ...(s.kind === 'deny' ? { code: s.code, violations: s.violations } : {}),
     }));
     io.stdout.write(
-      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, node: { capacity: host.capacity, allocatable: host.allocatable, conditions: tracker.conditions(now.getTime()) }, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
+      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, node: { capacity: host.capacity, allocatable: host.allocatable, conditions: tracker.conditions(now.getTime()) }, storage: { steps: storageSteps, pools: sp.accounts }, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
     );
     return 0;
   }
@@ -111,6 +130,8 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   out.push(`node: allocatable ${formatCpus(alloc.cpus ?? 0)}, ${formatBytes(alloc.memoryBytes ?? 0)} memory${alloc.diskBytes !== undefined ? `, ${formatBytes(alloc.diskBytes)} disk` : ''}`);
   for (const c of tracker.active(now.getTime())) out.push(`node: ${c.type}: ${c.reason}; no new workloads are admitted`);
   const width = Math.max(8, ...p.steps.map((s) => s.workloadId.length));
+  for (const a of sp.accounts) out.push(`pool ${a.name} (${a.type}, ${a.enforcement}): ${formatBytes(a.capacityBytes)} capacity, ${formatBytes(a.allocatedBytes)} allocated after this plan`);
+  for (const s of storageSteps) if (s.kind !== 'noop') out.push(`  ${s.kind.padEnd(9)} ${`${s.target} ${s.name}`.padEnd(width)}  ${s.reason}`);
   for (const s of p.steps) out.push(`  ${s.kind.padEnd(9)} ${s.workloadId.padEnd(width)}  ${s.reason}`);
   for (const u of p.unavailable) out.push(`  ${'blocked'.padEnd(9)} ${u.workloadId.padEnd(width)}  RUNTIME_UNAVAILABLE: ${u.reason}`);
   const counts = new Map<string, number>();

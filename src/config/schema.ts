@@ -183,6 +183,10 @@ export const configSchema = v.strictObject({
         allowUnconfinedApparmor: v.pipe(v.optional(v.boolean(), false), d('Allow security.apparmorProfile "unconfined".')),
         allowedBridges: v.pipe(v.optional(v.array(v.string()), []), d('Host bridges a VM may attach to (networks[].bridge); none by default.')),
         allowedNetworks: v.pipe(v.optional(v.array(v.string())), d('When set: the libvirt networks a VM may attach to (networks[].network). Unset: any libvirt network.')),
+        allowedStoragePrefixes: v.pipe(
+          v.optional(v.array(v.pipe(v.string(), v.startsWith('/', 'policy.allowedStoragePrefixes[] must be absolute'))), ['/var/lib/persys-agent/pools']),
+          d('Storage pools (storagePools[].path) only under these directories; a pool elsewhere is POLICY_DENIED (docs/storage.md).'),
+        ),
         requireResourceRequests: v.pipe(v.optional(v.boolean('policy.requireResourceRequests must be true or false'), false), d('Refuse workloads that request no CPU, memory or disk (admission needs requests to count).')),
       }),
       {},

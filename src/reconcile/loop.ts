@@ -39,10 +39,21 @@ export interface LoopDeps {
   policy?: HostPolicy;
   /** The plan gates of one pass (admission, quota, windows, locks), built fresh for each pass. */
   gates?: (view: RuntimeView, now: Date) => readonly PlanGate[];
+  /**
+   * Pools and volumes (src/storage): applied before the workload plan (creates, grows; returns the
+   * gate that holds workloads whose volumes are not Ready) and after its steps (deletes).
+   */
+  storage?: StorageHooks;
   now?: () => Date;
   onRecordChange?: () => void;
   onCycle?: (s: CycleSummary) => void;
 }
+
+export interface StorageHooks {
+  beforeWorkloads(desired: DesiredDocument | null): Promise<PlanGate | null>;
+  afterWorkloads(): Promise<void>;
+}
+type DesiredDocument = NonNullable<Store['data']['desired']>['document'];
 
 /** Asks every runtime for its health and what it owns, one engine call each; a failing runtime only blinds its own types. */
 export async function observeRuntimes(runtimes: readonly Runtime[], signal?: AbortSignal, types: TypeRegistry = BUILTIN_TYPES): Promise<RuntimeView> {
@@ -261,6 +272,8 @@ export class ReconcileLoop {
     const desired = store.data.desired?.document ?? null;
     const now = this.now();
     const pendingChanged = this.applyPending(now);
+    const storageGate = this.deps.storage ? await this.deps.storage.beforeWorkloads(desired) : null;
+    const gates = [...(this.deps.gates ? this.deps.gates(view, now) : []), ...(storageGate ? [storageGate] : [])];
     const p = plan({
       desired,
       records: store.data.records,
@@ -270,10 +283,11 @@ export class ReconcileLoop {
       now,
       types,
       ...(this.deps.policy ? { policy: this.deps.policy } : {}),
-      ...(this.deps.gates ? { gates: this.deps.gates(view, now) } : {}),
+      gates,
     });
     const changedBefore = this.applyTransitions(p, view, now, evidence, types) || pendingChanged;
     const results = p.steps.some((s) => !SETTLED_STEPS.has(s.kind)) ? await this.deps.executor.execute(p.steps, signal) : [];
+    await this.deps.storage?.afterWorkloads();
     const summary: CycleSummary = { plan: p, results, durationMs: performance.now() - started, view };
     this.lastCycle = summary;
     this.cycles++;

@@ -13,23 +13,35 @@ export const ANY_NODE_ID = '*';
 
 export const workload = v.variant('type', WORKLOAD_SCHEMAS, `type must be ${typeNames()}`);
 
+const POOL_NAME = safeName('pool name');
+
 export const volumeDecl = v.strictObject({
-  name: v.pipe(safeName('volume name'), d('Volume name.')),
-  pool: v.pipe(v.optional(safeName('pool name')), d('Storage pool; default the engine\'s default.')),
-  sizeBytes: v.pipe(v.optional(positiveInt('sizeBytes')), d('Quota in bytes.')),
-  reclaimPolicy: v.pipe(v.optional(v.picklist(['retain', 'delete'], 'reclaimPolicy must be retain or delete')), d('On removal; default retain.')),
+  name: v.pipe(safeName('volume name'), d('Volume name; containers mount it by this name (a Docker volume of the same name).')),
+  pool: v.pipe(safeName('pool name'), d('The storage pool (storagePools[].name) the volume lives in.')),
+  sizeBytes: v.pipe(positiveInt('sizeBytes'), d('Size: a hard limit in loop and libvirt pools, an accounted quota in dir pools. Only grows: a smaller size is refused.')),
+  reclaimPolicy: v.pipe(
+    v.optional(v.picklist(['retain', 'delete'], 'reclaimPolicy must be retain or delete')),
+    d('When the volume leaves the document: retain (default) keeps it and its data, delete removes them.'),
+  ),
+  mode: v.pipe(v.optional(v.pipe(v.number(), v.integer('mode must be an integer'), v.minValue(0, 'mode must be 0-0o7777'), v.maxValue(0o7777, 'mode must be 0-0o7777'))), d('dir pools: mode of the volume directory (default 0o755).')),
+  uid: v.pipe(v.optional(v.pipe(v.number(), v.integer('uid must be an integer'), v.minValue(0, 'uid must not be negative'))), d('dir pools: owner of the volume directory.')),
+  gid: v.pipe(v.optional(v.pipe(v.number(), v.integer('gid must be an integer'), v.minValue(0, 'gid must not be negative'))), d('dir pools: group of the volume directory.')),
 });
 
 export const storagePoolDecl = v.strictObject({
   name: v.pipe(safeName('pool name'), d('Pool name.')),
-  type: v.pipe(v.picklist(['dir'], 'type must be dir'), d('Pool type.')),
+  type: v.pipe(
+    v.picklist(['dir', 'loop', 'libvirt'], 'type must be dir, loop or libvirt'),
+    d('dir: subdirectories, quota accounted at admission; loop: one ext4 image per volume, hard limit; libvirt: a libvirt dir pool of qcow2 volumes (VM disks).'),
+  ),
   path: v.pipe(
     v.string(),
     v.startsWith('/', 'path must be absolute'),
     v.check((p) => !p.split('/').includes('..'), "path must not contain '..'"),
-    d('Directory on the host.'),
+    v.check((p) => !p.includes('\0'), 'path must not contain NUL'),
+    d('Directory on the host; must be under policy.allowedStoragePrefixes (default /var/lib/persys-agent/pools).'),
   ),
-  capacityBytes: v.pipe(v.optional(positiveInt('capacityBytes')), d('Quota for the pool.')),
+  capacityBytes: v.pipe(positiveInt('capacityBytes'), d('Quota for the pool as a whole: the sizes of its volumes (retained ones too) never add up to more.')),
 });
 
 export const desiredStateDocument = v.pipe(
@@ -61,8 +73,8 @@ export const desiredStateDocument = v.pipe(
       v.maxLength(10000, 'workloads has more than 10000 entries'),
       d('Every workload this node should run; ids must be unique. An empty list removes every workload.'),
     ),
-    volumes: v.pipe(v.optional(v.array(volumeDecl)), d('Named volumes. Not supported in this version: the agent rejects a document that lists any (DESIRED_STATE_INVALID).')),
-    storagePools: v.pipe(v.optional(v.array(storagePoolDecl)), d('Storage pools. Not supported in this version: the agent rejects a document that lists any (DESIRED_STATE_INVALID).')),
+    volumes: v.pipe(v.optional(v.pipe(v.array(volumeDecl), v.maxLength(1000, 'volumes has more than 1000 entries'))), d('Sized volumes in storage pools (docs/storage.md); names must be unique.')),
+    storagePools: v.pipe(v.optional(v.pipe(v.array(storagePoolDecl), v.maxLength(100, 'storagePools has more than 100 entries'))), d('Storage pools (docs/storage.md); names must be unique.')),
   }),
   // Duplicate ids are reported even when the document has other errors (so every error shows at once).
   v.rawCheck(({ dataset, addIssue }) => {
@@ -88,11 +100,50 @@ export const desiredStateDocument = v.pipe(
       });
     });
   }),
+  // Volume and pool names are unique, and a volume names a declared pool.
+  v.rawCheck(({ dataset, addIssue }) => {
+    const doc: unknown = dataset.value;
+    if (typeof doc !== 'object' || doc === null) return;
+    const rec = doc as Record<string, unknown>;
+    const names = (key: string): Map<string, number> => {
+      const seen = new Map<string, number>();
+      const list = rec[key];
+      if (!Array.isArray(list)) return seen;
+      list.forEach((x: unknown, i) => {
+        if (typeof x !== 'object' || x === null || typeof (x as { name?: unknown }).name !== 'string') return;
+        const n = (x as { name: string }).name;
+        const first = seen.get(n);
+        if (first === undefined) seen.set(n, i);
+        else addIssue({ message: `duplicate ${key === 'volumes' ? 'volume' : 'pool'} name (already used by ${key}[${first}])`, input: n, path: issuePath(rec, key, i, 'name') });
+      });
+      return seen;
+    };
+    const pools = names('storagePools');
+    names('volumes');
+    const vols = rec.volumes;
+    if (!Array.isArray(vols)) return;
+    vols.forEach((x: unknown, i) => {
+      const pool = typeof x === 'object' && x !== null ? (x as { pool?: unknown }).pool : undefined;
+      // A malformed name has its own issue already.
+      if (typeof pool === 'string' && v.is(POOL_NAME, pool) && !pools.has(pool)) addIssue({ message: `pool ${pool} is not declared in storagePools`, input: pool, path: issuePath(rec, 'volumes', i, 'pool') });
+    });
+  }),
   d(
     'The desired state of one node, served by the central side. Workload ids must be unique within the document ' +
       '(checked by the agent; JSON Schema cannot express it).',
   ),
 );
+
+/** The issue path of `doc[key][i][field]`, for a cross-field check. */
+function issuePath(doc: Record<string, unknown>, key: string, i: number, field: string): [v.ObjectPathItem, v.ArrayPathItem, v.ObjectPathItem] {
+  const list = doc[key] as unknown[];
+  const item = list[i] as Record<string, unknown>;
+  return [
+    { type: 'object', origin: 'value', input: doc, key, value: list },
+    { type: 'array', origin: 'value', input: list, key: i, value: item },
+    { type: 'object', origin: 'value', input: item, key: field, value: item[field] },
+  ];
+}
 
 export type DesiredStateDocument = v.InferOutput<typeof desiredStateDocument>;
 export type Workload = v.InferOutput<typeof workload>;

@@ -151,6 +151,37 @@ export const statusReport = v.pipe(
       ),
       d('The garbage collector (docs/gc.md); absent before its first pass.'),
     ),
+    storage: v.pipe(
+      v.optional(
+        v.object({
+          pools: v.pipe(v.array(
+            v.object({
+              name: v.pipe(v.string(), d('Pool name.')),
+              type: v.pipe(v.string(), d('dir, loop or libvirt.')),
+              enforcement: v.pipe(v.picklist(['accounted', 'hard']), d('accounted: checked at admission only (dir); hard: each volume is an image of its size (loop, libvirt).')),
+              capacityBytes: v.pipe(v.number(), d('The pool quota.')),
+              allocatedBytes: v.pipe(v.number(), d('Sum of the sizes of its volumes, retained ones included.')),
+              usedBytes: v.pipe(v.number(), d('Bytes its volumes occupy on the host (allocated blocks).')),
+              available: v.pipe(v.number(), d('capacityBytes - allocatedBytes: the largest volume it still admits.')),
+              error: v.pipe(v.optional(v.string()), d('Why the pool is refused or could not be set up.')),
+            }),
+          ), d('Declared pools with their accounting.')),
+          volumes: v.pipe(v.array(
+            v.object({
+              name: v.pipe(v.string(), d('Volume name.')),
+              pool: v.pipe(v.string(), d('Its pool.')),
+              sizeBytes: v.pipe(v.number(), d('Its size.')),
+              usedBytes: v.pipe(v.number(), d('Bytes it occupies on the host.')),
+              attachedTo: v.pipe(v.array(v.string()), d('Desired workloads that mount it.')),
+              phase: v.pipe(v.string(), d('Creating, Ready, Growing, Retained, Deleting, Failed or Refused.')),
+              reclaimPolicy: v.pipe(v.string(), d('retain or delete.')),
+              error: v.pipe(v.nullable(v.string()), d('Why it is refused or what failed, with the code.')),
+            }),
+          ), d('Volumes the agent keeps (retained ones too) and declared volumes it refused.')),
+        }),
+      ),
+      d('Storage pools and volumes (docs/storage.md).'),
+    ),
   }),
   d('The full status snapshot a node pushes.'),
 );

@@ -5,8 +5,6 @@
  * implementation.
  */
 export const UNSUPPORTED_DOCUMENT_FIELDS: readonly { key: string; reason: string }[] = [
-  { key: 'volumes', reason: 'volumes are not supported in this version (no storage support yet); remove volumes from the document' },
-  { key: 'storagePools', reason: 'storagePools are not supported in this version (no storage support yet); remove storagePools from the document' },
 ];
 
 /** The unsupported top-level fields a document uses (an absent field or an empty list uses nothing). */

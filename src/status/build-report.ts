@@ -25,6 +25,8 @@ export interface ReportInputs {
   maxBytes?: number;
   /** The garbage collector's last pass (src/gc). */
   gc?: StatusReport['gc'];
+  /** Storage pools and volumes (src/storage). */
+  storage?: StatusReport['storage'];
 }
 
 function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry): WorkloadStatus {
@@ -78,6 +80,7 @@ export function buildStatusReport(i: ReportInputs): StatusReport {
   if (i.capacity) report.node.capacity = i.capacity;
   if (i.resources) Object.assign(report.node, i.resources);
   if (i.gc) report.gc = i.gc;
+  if (i.storage && (i.storage.pools.length > 0 || i.storage.volumes.length > 0)) report.storage = i.storage;
   return fitReport(report, i.maxBytes ?? REPORT_MAX_BYTES, types);
 }
 

@@ -439,6 +439,18 @@ export class Store {
     await this.flush();
   }
 
+  /**
+   * The durability order before a status report goes out (the reporter's saveSeq, called once the
+   * report is built): its seq is covered by a stored reservation (a failure rejects: the report is
+   * not sent), and every record change made before the report was built (retry schedules, failure
+   * history) is on disk. A failing records write does not hold the report back: the central side
+   * then still hears from the node, and the write is retried with backoff.
+   */
+  async beforeReport(seq: number): Promise<void> {
+    await this.reserveSeq(seq);
+    await this.flush().catch(() => undefined);
+  }
+
   private async writeDesired(entry: DesiredStateEntry): Promise<void> {
     const started = performance.now();
     try {

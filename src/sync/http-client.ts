@@ -10,7 +10,14 @@ import { readFileSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+
+/**
+ * undici is loaded on the first request, not at start: a host whose source and status are files
+ * (the embedded defaults) never needs it, and it is a few MiB of an edge agent's idle RSS.
+ */
+let undici: Promise<typeof import('undici')> | undefined;
+const loadUndici = (): Promise<typeof import('undici')> => (undici ??= import('undici'));
 import { ConfigError } from '../errors/index.js';
 
 export interface HttpClientOptions {
@@ -357,10 +364,10 @@ export class HttpClient {
     for (const a of old) void a.close().catch(() => undefined);
   }
 
-  #agentFor(url: URL): Agent {
+  #agentFor(url: URL, lib: typeof import('undici')): Agent {
     let agent = this.#agents.get(url.origin);
     if (agent === undefined) {
-      agent = new Agent({
+      agent = new lib.Agent({
         connect: { ...this.#connect },
         // A held long-poll answers late by design; undici's per-request timeouts are set on each
         // request, these are only the defaults.
@@ -392,6 +399,7 @@ export class HttpClient {
     const { signal, dispose } = linkSignals([opts.signal], 2 * base + extra);
     try {
       await this.#refreshTls();
+      const lib = await loadUndici();
       let current = url;
       let redirects = 0;
       let reread = false;
@@ -400,8 +408,8 @@ export class HttpClient {
         const withToken = current.origin === url.origin;
         const auth = withToken ? await this.authorization() : undefined;
         if (auth !== undefined) headers.authorization = auth;
-        const res = await request(current, {
-          dispatcher: this.#agentFor(current),
+        const res = await lib.request(current, {
+          dispatcher: this.#agentFor(current, lib),
           method: opts.method,
           headers,
           body: opts.body ?? null,

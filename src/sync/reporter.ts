@@ -40,7 +40,10 @@ export interface StatusReporterOptions {
   buildReport: (seq: number) => StatusReport;
   /** The last seq used (persisted); read once, on the first send. */
   loadSeq: () => number;
-  /** Persists a seq before the report carrying it is sent, so a restart never reuses one. */
+  /**
+   * Persists a seq before the report carrying it is sent, so a restart never reuses one. Called
+   * after the report was built: it may also make the state that report shows durable.
+   */
   saveSeq: (seq: number) => void | Promise<void>;
   logger: Logger;
   /** Overrides defaultReporterBackoff. */
@@ -182,9 +185,12 @@ export class StatusReporter {
     try {
       this.#seq ??= this.#opts.loadSeq();
       seq = this.#seq + 1;
+      // Snapshot first, then persist: saveSeq resolves once everything changed before it was called
+      // is on disk, so what this report says (retry schedules, failure history) is durable by the
+      // time it is sent. Built after saveSeq, a change landing in between could be reported and lost.
+      const body = JSON.stringify(this.#opts.buildReport(seq));
       await this.#opts.saveSeq(seq);
       this.#seq = seq;
-      const body = JSON.stringify(this.#opts.buildReport(seq));
       await this.#deliver(body, signal);
       this.#lastAttemptAt = Date.now();
       this.#retryAt = null;

@@ -43,25 +43,19 @@ describe('unsupported config keys', () => {
   });
 });
 
-describe('unsupported desired-state fields', () => {
+describe('desired-state fields', () => {
   const base = { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId: 'n1', generation: 1, workloads: [] };
 
-  it('volumes and storagePools are rejected with the path and the reason; empty lists are fine', () => {
-    const r = validateDesiredState({ ...base, volumes: [{ name: 'data', pool: 'fast' }], storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast' }] });
-    assert.equal(r.ok, false);
-    const lines = r.ok ? [] : r.issues.map((i) => `${i.path}: ${i.message}`);
-    assert.deepEqual(lines, [
-      'volumes: volumes are not supported in this version (no storage support yet); remove volumes from the document',
-      'storagePools: storagePools are not supported in this version (no storage support yet); remove storagePools from the document',
-    ]);
+  it('volumes and storagePools are implemented (src/storage): a document with them is valid', () => {
+    const r = validateDesiredState({ ...base, volumes: [{ name: 'data', pool: 'fast', sizeBytes: 1048576 }], storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast', capacityBytes: 1048576 }] });
+    assert.equal(r.ok, true, JSON.stringify(r));
     assert.equal(validateDesiredState({ ...base, volumes: [], storagePools: [] }).ok, true);
-    assert.equal(validateDesiredState(base).ok, true);
   });
 
-  it('schema errors are still reported beside them', () => {
+  it('schema errors in them are reported with their paths', () => {
     const r = validateDesiredState({ ...base, generation: -1, volumes: [{ name: 'data', pool: 'fast' }] });
     assert.equal(r.ok, false);
     const paths = r.ok ? [] : r.issues.map((i) => i.path);
-    assert.deepEqual(paths.sort(), ['generation', 'volumes']);
+    assert.deepEqual(paths.sort(), ['generation', 'volumes[0].pool', 'volumes[0].sizeBytes']);
   });
 });

@@ -10,6 +10,7 @@ import { validateDesiredState } from '../../src/spec/validate.js';
 
 const deny: Policy = {
   requireResourceRequests: false,
+  allowedStoragePrefixes: [],
   allowPrivileged: false,
   allowHostPaths: false,
   allowHostNetwork: false,

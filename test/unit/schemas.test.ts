@@ -197,8 +197,8 @@ function baseDoc(): JsonObject {
       },
       { id: 'shop', type: 'compose', spec: { project: 'shop', composeYaml: 'services:\n  app:\n    image: x\n' } },
     ],
-    volumes: [{ name: 'data', pool: 'fast' }],
-    storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast' }],
+    volumes: [{ name: 'data', pool: 'fast', sizeBytes: 1048576 }],
+    storagePools: [{ name: 'fast', type: 'dir', path: '/srv/fast', capacityBytes: 1048576 }],
   };
 }
 

@@ -30,9 +30,9 @@ const spec = (d: JsonObject, i: number): JsonObject => wl(d, i).spec as JsonObje
 const port0 = (d: JsonObject, i: number): JsonObject => (spec(d, i).ports as JsonObject[])[0] as JsonObject;
 // Storage declarations are schema-checked, then rejected as not supported in this version
 // (test/unit/config-unsupported.test.ts); these helpers add them for the schema cases.
-const vol0 = (d: JsonObject): JsonObject => ((d.volumes ??= [{ name: 'data', pool: 'fast' }]) as JsonObject[])[0] as JsonObject;
-const pool0 = (d: JsonObject): JsonObject => ((d.storagePools ??= [{ name: 'fast', type: 'dir', path: '/srv/fast' }]) as JsonObject[])[0] as JsonObject;
-const NOT_SUPPORTED = /^(volumes|storagePools): (volumes|storagePools) are not supported in this version/;
+const pool0 = (d: JsonObject): JsonObject => ((d.storagePools ??= [{ name: 'fast', type: 'dir', path: '/srv/fast', capacityBytes: 1048576 }]) as JsonObject[])[0] as JsonObject;
+const vol0 = (d: JsonObject): JsonObject => (pool0(d), ((d.volumes ??= [{ name: 'data', pool: 'fast', sizeBytes: 1048576 }]) as JsonObject[])[0] as JsonObject);
+const NOT_SUPPORTED = /^$/;
 const disk0 = (d: JsonObject): JsonObject => (spec(d, 2).disks as JsonObject[])[0] as JsonObject;
 
 /** The issues of a document changed by `mutate`, as "path: message" lines. */

@@ -39,6 +39,8 @@ export const containerType: TypeDescriptor<ContainerWorkload> = {
   capabilities: { exitEvidence: true, engineRestarts: true },
   // The one image the container runs: GC keeps it while the workload is desired (docs/gc.md).
   images: (w) => [w.spec.image],
+  // Named-volume mounts: the storage gate holds the container until a declared volume is Ready.
+  volumeRefs: (w) => (w.spec.volumes ?? []).flatMap((m) => (m.type === 'volume' ? [m.source] : [])),
   /** What `resources` limits: the container can use no more, so admission counts exactly that. */
   requests(w) {
     const r = w.spec.resources;

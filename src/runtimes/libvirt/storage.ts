@@ -18,7 +18,7 @@ import { chmod, lstat, mkdir, readdir, realpath, rename, rm, rmdir, stat } from 
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { fetch, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 
 import { WorkloadError } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
@@ -316,6 +316,8 @@ export class VmStorage {
     let bytes = 0;
     this.opts.logger.info({ url: redactUrl(url), digest }, 'downloading base image');
     try {
+      // Loaded here, not at start: only an image download by URL needs it.
+      const { fetch } = await import('undici');
       let res: Awaited<ReturnType<typeof fetch>>;
       try {
         res = await fetch(url, { signal: s, redirect: 'follow', ...(this.opts.dispatcher ? { dispatcher: this.opts.dispatcher } : {}) });
