@@ -3,6 +3,7 @@ import { toJsonSchema, type ConversionConfig, type JsonSchema, type OverrideActi
 import { configSchema } from '../config/schema.js';
 import { desiredStateDocument } from './desired-state.js';
 import { statusReport } from './status-report.js';
+import { RESERVED_OBJECT_KEYS } from './fidelity.js';
 
 /**
  * JSON Schema (draft 2020-12) of the three documents, generated from the valibot schemas, which stay
@@ -137,6 +138,15 @@ function finish(node: Json): Json {
       continue;
     }
     out[key] = finish(value);
+  }
+  // A map with free keys (a valibot record) never takes these names: see src/spec/fidelity.ts.
+  if (out.type === 'object' && out.additionalProperties !== undefined && out.additionalProperties !== false) {
+    const names = out.propertyNames;
+    const reserved: Json = { enum: [...RESERVED_OBJECT_KEYS] };
+    if (names === undefined) out.propertyNames = { not: reserved };
+    else if (names !== null && typeof names === 'object' && !Array.isArray(names)) {
+      out.propertyNames = { ...names, not: names.not === undefined ? reserved : { anyOf: [names.not, reserved] } };
+    }
   }
   if (typeof comment === 'string') {
     const notes = comment.split('\n').join(' ');

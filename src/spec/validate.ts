@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { desiredStateDocument, type DesiredStateDocument } from './desired-state.js';
+import { reservedKeyIssues, reshapedIssues, type FidelityIssue } from './fidelity.js';
 import { unsupportedDocumentFields } from './unsupported-fields.js';
 
 export interface ValidationIssue {
@@ -19,9 +20,13 @@ function cut(s: string): string {
 }
 
 function pathOf(issue: v.BaseIssue<unknown>): string {
+  return formatPath((issue.path ?? []).map((item) => item.key));
+}
+
+/** `["workloads", 2, "spec", "env", "a b"]` -> `workloads[2].spec.env["a b"]`. */
+export function formatPath(keys: readonly unknown[]): string {
   let out = '';
-  for (const item of issue.path ?? []) {
-    const key: unknown = item.key;
+  for (const key of keys) {
     if (typeof key === 'number') out += `[${key}]`;
     else if (typeof key === 'string') {
       const bare = key.length <= MAX_SHOWN && /^[A-Za-z_$][\w$]*$/.test(key);
@@ -131,9 +136,20 @@ export function validateWith<S extends v.GenericSchema>(schema: S, input: unknow
     return { ok: false, issues: [{ path: ROOT, message: 'must be an object, got array' }] };
   }
   const r = v.safeParse(schema, input, { abortEarly: false });
-  if (r.success) return { ok: true, value: r.output };
-  return { ok: false, issues: flattenIssues(r.issues) };
+  // Reserved keys are reported even beside schema issues: valibot skips them silently.
+  const reserved = reservedKeyIssues(input).map(fromFidelity);
+  if (!r.success) {
+    const flat = flattenIssues(r.issues);
+    const named = new Set(flat.map((i) => i.path));
+    return { ok: false, issues: [...flat, ...reserved.filter((i) => !named.has(i.path))] };
+  }
+  const seen = new Set(reserved.map((i) => i.path));
+  const issues = [...reserved, ...reshapedIssues(input, r.output).map(fromFidelity).filter((i) => !seen.has(i.path))];
+  if (issues.length > 0) return { ok: false, issues };
+  return { ok: true, value: r.output };
 }
+
+const fromFidelity = (i: FidelityIssue): ValidationIssue => ({ path: formatPath(i.path), message: i.message });
 
 /** The schema, plus the fields this version cannot honour yet (a document using one is rejected, naming the path). */
 export function validateDesiredState(input: unknown): ValidationResult<DesiredStateDocument> {
