@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
 
 import { configLeaves } from '../../src/config/load.js';
-import { AgentProcess, CLI, waitFor } from '../helpers/agent-process.js';
+import { AgentProcess, CLI, waitFor, type LogLine } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 
 const dockerSkip = await requireEngine('docker');
@@ -141,6 +141,12 @@ async function pool<T, R>(items: readonly T[], n: number, fn: (t: T) => Promise<
 }
 
 const figures: Record<string, number | string> = {};
+/** Every start refused with exit 2 in this file (config cases included). */
+let exit2 = 0;
+function expectExit2(r: { code: number; stdout: string; stderr: string }, what: string): void {
+  assert.equal(r.code, 2, `${what}: exit ${r.code}\n${r.stderr}${r.stdout}`);
+  exit2 += 1;
+}
 
 describe('bad local input', { timeout: 230_000 }, () => {
   let dir: string;
@@ -198,6 +204,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
     const bad: string[] = [];
     for (const { c, file, r } of results) {
       const what = `${c.path} (${c.kind}: ${JSON.stringify(c.value)})`;
+      if (r.code === 2) exit2 += 1;
       if (r.code !== 2) bad.push(`${what}: exit ${r.code}\n${r.stderr}`);
       else if (!new RegExp(`^  ${esc(c.path)}(\\[\\d+\\])?: .*\\(from ${esc(file)}\\)$`, 'm').test(r.stderr)) bad.push(`${what}: key or file not named:\n${r.stderr}`);
       else if (STACK.test(r.stderr + r.stdout)) bad.push(`${what}: stack trace:\n${r.stderr}`);
@@ -209,13 +216,13 @@ describe('bad local input', { timeout: 230_000 }, () => {
     for (const c of cases.filter((x) => x.kind === 'type')) setAt(all, c.path, c.value);
     const file = await writeConfig(all);
     const r = await cli(['run', '--config', file, '--desired', desired]);
-    assert.equal(r.code, 2, r.stderr);
+    expectExit2(r, r.stderr);
     noStack(r.stderr, 'all keys wrong');
     const named = leaves.filter((l) => new RegExp(`^  ${esc(l.path)}(\\[\\d+\\])?: `, 'm').test(r.stderr)).length;
     assert.equal(named, leaves.length, `every key named in one run:\n${r.stderr}`);
     figures.configKeys = leaves.length;
     figures.configCases = cases.length;
-    figures.exit2 = results.filter((x) => x.r.code === 2).length;
+    figures.configExit2 = results.filter((x) => x.r.code === 2).length;
     figures.configMs = Date.now() - t0;
   });
 
@@ -225,7 +232,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
       const stateDir = join(dir, `metrics-${nth}`);
       const file = await writeConfig(baseConfig(stateDir, { metrics: { listen } }));
       const r = await cli(['run', '--config', file, '--desired', desired]);
-      assert.equal(r.code, 2, `${listen}: ${r.stderr}`);
+      expectExit2(r, `${listen}: ${r.stderr}`);
       noStack(r.stderr + r.stdout, listen);
       const lines = r.stderr.trimEnd().split('\n');
       assert.equal(lines.length, 1, `one line: ${r.stderr}`);
@@ -235,13 +242,12 @@ describe('bad local input', { timeout: 230_000 }, () => {
       const left = await readdir(stateDir);
       assert.ok(!left.includes('agent.lock') && !left.includes('agent.sock'), left.join(','));
     }
-    figures.metricsPortInUse = 'exit2';
   });
 
   it('the local API socket: a path too long for a unix socket, or a regular file there: exit 2 naming stateDir, the file left alone', async () => {
     const longDir = join(dir, 'l'.repeat(Math.max(1, 110 - dir.length)), 'state');
     const r1 = await cli(['run', '--config', await writeConfig(baseConfig(longDir)), '--desired', desired]);
-    assert.equal(r1.code, 2, r1.stderr);
+    expectExit2(r1, r1.stderr);
     noStack(r1.stderr, 'long socket path');
     assert.match(r1.stderr, /^persys-agent run: cannot listen on .*agent\.sock \(the local API socket in stateDir\): the path is \d+ bytes, a unix socket path may have at most 107; use a shorter stateDir\n$/);
 
@@ -249,7 +255,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     await writeFile(join(stateDir, 'agent.sock'), 'someone else\'s file');
     const r2 = await cli(['run', '--config', await writeConfig(baseConfig(stateDir)), '--desired', desired]);
-    assert.equal(r2.code, 2, r2.stderr);
+    expectExit2(r2, r2.stderr);
     noStack(r2.stderr, 'not a socket');
     assert.match(r2.stderr, /\(the local API socket in stateDir\): it exists and is not a socket; refusing to replace it/);
     assert.equal(await readFile(join(stateDir, 'agent.sock'), 'utf8'), 'someone else\'s file');
@@ -265,7 +271,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
     const runUntilStarted = async (stateDir: string) => {
       const a = start(['run', '--config', await noOverride(stateDir), '--desired', desired]);
       started.push(a);
-      const line = await waitFor('persys-agent starting', () => a.lines.find((l) => l.msg === 'persys-agent starting') ?? (a.child.exitCode !== null && { msg: 'exited', nodeId: '' }), 30_000, 100);
+      const line = await waitFor('persys-agent starting', () => a.lines.find((l) => l.msg === 'persys-agent starting') ?? (a.child.exitCode !== null && ({ level: 0, msg: 'exited' } as LogLine)), 30_000, 100);
       assert.equal(line.msg, 'persys-agent starting', a.dump());
       await waitFor('the first status', async () => JSON.parse(await readFile(join(stateDir, 'status.json'), 'utf8')) as unknown, 30_000).catch(() => undefined);
       assert.equal(await a.stop('SIGTERM'), 0, a.dump());
@@ -293,7 +299,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
     const asDir = join(dir, 'nodeid-dir');
     await mkdir(join(asDir, 'node-id'), { recursive: true, mode: 0o700 });
     const r = await cli(['run', '--config', await noOverride(asDir), '--desired', desired]);
-    assert.equal(r.code, 2, r.stderr);
+    expectExit2(r, r.stderr);
     noStack(r.stderr + r.stdout, 'node-id directory');
     assert.match(r.stderr, new RegExp(`^persys-agent run: ${esc(join(asDir, 'node-id'))} is not a regular file \\(a directory\\); the agent keeps its node id there: move it away`));
     assert.ok((await stat(join(asDir, 'node-id'))).isDirectory(), 'left alone');
@@ -321,7 +327,7 @@ describe('bad local input', { timeout: 230_000 }, () => {
     assert.equal(lock.pid, next.pid);
 
     const second = await cli(['run', '--config', file, '--desired', desired]);
-    assert.equal(second.code, 2, second.stderr);
+    expectExit2(second, second.stderr);
     noStack(second.stderr, 'second agent');
     assert.match(second.stderr, new RegExp(`another persys-agent \\(pid ${next.pid}\\) is running with this state dir`));
     assert.equal(next.child.exitCode, null, 'the first still runs');
@@ -353,6 +359,8 @@ describe('bad local input', { timeout: 230_000 }, () => {
       const file = await writeConfig({
         ...baseConfig(stateDir, { docker: { namePrefix: `t-${nodeId}-` } }),
         nodeId,
+        // Steps are logged at debug: the test reads them to prove none changed a container.
+        logLevel: 'debug',
         reconcile: { intervalSeconds: 1 },
         gc: { intervalSeconds: 1, orphanGraceSeconds: 1 },
       });
@@ -373,10 +381,13 @@ describe('bad local input', { timeout: 230_000 }, () => {
         throw new Error(`${String(err)}\n${agent.dump()}`);
       });
       await waitFor('their records on disk', async () => (await records()).join() === [...ids].sort().join(), 30_000);
+      // The step log this test reads for "nothing changed" does show changes: the first start created three.
+      assert.equal(agent.lines.filter((l) => l.step === 'create').length, ids.length, agent.dump());
       const before = await ours();
       assert.equal(await agent.stop('SIGTERM'), 0, agent.dump());
 
       let rebuiltMs = 0;
+      let steps = 0;
       for (const damage of [['state.json'], ['state.json', 'desired.json']]) {
         const garbage = `{"schemaVersion":2,"records":{"web":{"id":"web","pha\u0000\u00ff${damage.join('+')}`;
         for (const f of damage) await writeFile(join(stateDir, f), garbage);
@@ -399,7 +410,9 @@ describe('bad local input', { timeout: 230_000 }, () => {
           await rm(join(stateDir, aside[0] as string));
         }
         assert.ok(a.lines.some((l) => l.level === 50 && l.msg.startsWith('state file is corrupt or unreadable; moved it aside')), a.dump());
-        assert.ok(!a.lines.some((l) => /^(create|recreate|remove)\b/.test(String(l.step ?? l.kind ?? ''))), 'no create, recreate or remove step');
+        const changing = a.lines.filter((l) => typeof l.step === 'string' && ['create', 'recreate', 'remove', 'start', 'stop', 'repair'].includes(l.step));
+        assert.deepEqual(changing.map((l) => l.msg), [], 'no step that changes a container');
+        steps += changing.length;
         const now = await ours();
         assert.deepEqual([...now.keys()].sort(), [...before.keys()].sort(), 'the same workloads');
         for (const [id, c] of before) assert.deepEqual(now.get(id), c, `${id}: same container, never restarted`);
@@ -407,10 +420,12 @@ describe('bad local input', { timeout: 230_000 }, () => {
       }
       figures.corruptRebuildMs = rebuiltMs;
       figures.containersKept = before.size;
+      figures.changingStepsAfterRebuild = steps;
     });
   });
 
   after(() => {
+    figures.exit2 = exit2;
     console.log(`FIGURES bad-local-input: ${Object.entries(figures).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   });
 });
