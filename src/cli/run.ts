@@ -3,6 +3,7 @@ import { SocketInUseError } from '../api/server.js';
 import { ConfigError } from '../errors/index.js';
 import { NodeIdError } from '../identity/node-id.js';
 import { StateDirLockedError } from '../store/lock.js';
+import { StoreVersionError } from '../store/store.js';
 import { createLogger } from '../log.js';
 import { ListenError } from '../util/listen-error.js';
 import { parseArgs } from './args.js';
@@ -18,7 +19,7 @@ Every config key can also be set as PERSYS_<UPPER_SNAKE> or as a flag (--source.
 
 /** Start-up failures that are the operator's to fix, reported without a stack trace. */
 export const isUsageProblem = (err: unknown): err is Error =>
-  err instanceof ConfigError || err instanceof StateDirLockedError || err instanceof ListenError || err instanceof SocketInUseError || err instanceof NodeIdError;
+  err instanceof ConfigError || err instanceof StateDirLockedError || err instanceof ListenError || err instanceof SocketInUseError || err instanceof NodeIdError || err instanceof StoreVersionError;
 
 export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream }): Promise<number> {
   const args = parseArgs(argv, ['config', 'desired']);
@@ -37,8 +38,8 @@ export async function runCommand(argv: string[], io: { stdout: NodeJS.WritableSt
     // A second agent on the same state dir: a usage problem, not a crash; the first one is untouched.
     // A setting that passed the schema but cannot be used (an unreadable key file, a trust
     // threshold above the number of keys) is still a configuration error. A metrics address or
-    // socket that cannot be opened (a port in use), a node-id file that is not a file, are the
-    // host's setup. All: exit 2, one message, no stack.
+    // socket that cannot be opened (a port in use), a node-id file that is not a file, a store
+    // written by a newer agent, are the host's setup. All: exit 2, one message, no stack.
     if (!isUsageProblem(err)) throw err;
     io.stderr.write(`persys-agent run: ${err.message}\n`);
     return 2;

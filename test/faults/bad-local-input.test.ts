@@ -9,6 +9,7 @@
  *     exit 2 naming stateDir (was: a stack, node truncating the path);
  *   - a node-id file that is not ours: damaged text (WARN, re-derived, rewritten), an id derived on
  *     another host (kept, WARN), a directory (exit 2, left alone);
+ *   - a state.json from a newer agent: exit 2 naming it (was: a stack trace, exit 1), left as it is;
  *   - a stale agent.sock (and lock) of a SIGKILLed agent: the next start replaces them;
  *   - a second agent on the same state dir: exit 2 naming the first one's pid;
  *   - a corrupt state.json (then state.json and desired.json) with our containers running on the
@@ -305,6 +306,19 @@ describe('bad local input', { timeout: 230_000 }, () => {
     assert.ok((await stat(join(asDir, 'node-id'))).isDirectory(), 'left alone');
     assert.ok(!(await readdir(asDir)).includes('agent.lock'), 'lock released');
     figures.nodeIdCases = 3;
+  });
+
+  it('a state.json written by a newer agent: exit 2 naming the file and its version, no stack, the file untouched', async () => {
+    const stateDir = join(dir, 'newer');
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    const text = JSON.stringify({ schemaVersion: 99, records: { web: { id: 'web', fromTheFuture: true } } });
+    await writeFile(join(stateDir, 'state.json'), text);
+    const r = await cli(['run', '--config', await writeConfig(baseConfig(stateDir)), '--desired', desired]);
+    expectExit2(r, 'newer store');
+    noStack(r.stderr + r.stdout, 'newer store');
+    assert.match(r.stderr, new RegExp(`^persys-agent run: ${esc(join(stateDir, 'state.json'))} has store schema version 99, but this persys-agent understands up to version \\d+`));
+    assert.equal(await readFile(join(stateDir, 'state.json'), 'utf8'), text, 'not moved aside, not rewritten');
+    assert.deepEqual((await readdir(stateDir)).filter((f) => f.includes('.corrupt-') || f === 'agent.lock'), []);
   });
 
   it('a stale agent.sock of a SIGKILLed agent does not prevent the next start; a second agent exits 2 naming the pid', async () => {
