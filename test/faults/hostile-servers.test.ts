@@ -19,6 +19,9 @@
  * refuses it): reports are retried with backoff, each attempt carries a new seq (a fresh
  * snapshot, never a stored copy), and once the server recovers the first report it accepts is the
  * newest one (a generation published during the outage, the next seq): no backlog is replayed.
+ * A 2xx status line is acceptance (the answer's body is never read), so an empty 200, HTML with
+ * 200 and a 200 whose body stalls count as delivered: no error, no retry, the heartbeat goes on.
+ * One source fault and one status fault are held 12 s, long enough to tell backoff from none.
  *
  * Prints: FIGURES hostile-servers: cases=N peakRssMiB=X baselineRssMiB=Y requests=case:n,...
  */
@@ -68,6 +71,8 @@ interface SourceCase {
   fault: () => DocumentFault | 'untrusted-ca';
   /** Minimum gap (ms) between an answer and the next request (Retry-After). */
   minGapMs?: number;
+  /** A longer window with its own bound (SUSTAINED). */
+  sustained?: boolean;
 }
 
 interface StatusCase {
@@ -75,7 +80,15 @@ interface StatusCase {
   message: RegExp;
   fault: () => StatusFault | 'untrusted-ca';
   minGapMs?: number;
+  sustained?: boolean;
 }
+
+/**
+ * One fault held long enough to tell backoff from none: with 1 s doubling and full jitter, more than
+ * 9 attempts in 12 s has a probability below 1e-6 (simulated), while retrying at the 1 s poll
+ * interval would make 11 or 12.
+ */
+const SUSTAINED = { windowMs: 12_000, maxRequests: 9 };
 
 /** Writes `total` bytes in 16 KiB chunks as fast as the peer reads, unless the response closes first. */
 function pump(res: ServerResponse, total: number): void {
@@ -251,7 +264,7 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
   });
 
   const sourceCases: SourceCase[] = [
-    { name: '500', code: 'DESIRED_STATE_UNAVAILABLE', message: /: 500 Internal Server Error: fault 500/, fault: () => ({ status: 500 }) },
+    { name: '500', code: 'DESIRED_STATE_UNAVAILABLE', message: /: 500 Internal Server Error: fault 500/, fault: () => ({ status: 500 }), sustained: true },
     {
       name: '503-retry-after',
       code: 'DESIRED_STATE_UNAVAILABLE',
@@ -358,11 +371,13 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
       // Recovered even when an assertion fails, so one broken case does not poison the next.
       t.after(recoverSource);
       const errorsBefore = await metric('persys_desired_state_pulls_total', 'error');
+      const linesBefore = agent.lines.length;
       const t0 = Date.now();
       const fault = c.fault();
       if (fault === 'untrusted-ca') await src.setTls({ certFile: rogue.serverCert, keyFile: rogue.serverKey });
       else src.setFault(nodeId, fault);
-      await sleep(WINDOW_MS);
+      const { windowMs, maxRequests } = c.sustained ? SUSTAINED : { windowMs: WINDOW_MS, maxRequests: MAX_REQUESTS };
+      await sleep(windowMs);
 
       const local = await localStatus();
       t.diagnostic(`${c.name}: ${local.sync.lastError?.code ?? 'no error'}: ${local.sync.lastError?.message ?? ''}`);
@@ -381,7 +396,10 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
       const seen = src.requests({ nodeId, kind: 'document' }).filter((r) => r.receivedAt >= t0);
       const attempts = fault === 'untrusted-ca' ? (await metric('persys_desired_state_pulls_total', 'error')) - errorsBefore : seen.length;
       counts.push(`${c.name}:${attempts}`);
-      assert.ok(attempts >= 1 && attempts <= MAX_REQUESTS, `${attempts} attempts in ${WINDOW_MS} ms (at most ${MAX_REQUESTS} with backoff)`);
+      assert.ok(attempts >= 1 && attempts <= maxRequests, `${attempts} attempts in ${windowMs} ms (at most ${maxRequests} with backoff)`);
+      // One WARN per new reason, not one per attempt.
+      const warned = agent.lines.slice(linesBefore).filter((l) => l.level === 40 && l.msg.startsWith('desired state rejected'));
+      assert.ok(warned.length >= 1 && warned.length <= attempts, `${warned.length} WARN line(s) for ${attempts} attempts`);
       if (c.minGapMs !== undefined) {
         assert.ok(seen.length >= 1);
         assert.ok(minGap(seen) >= c.minGapMs, `Retry-After ${RETRY_AFTER_S} s honoured (smallest gap ${minGap(seen)} ms)`);
@@ -401,7 +419,7 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
   }
 
   const statusCases: StatusCase[] = [
-    { name: 'status-500', message: /: 500 Internal Server Error/, fault: () => ({ status: 500 }) },
+    { name: 'status-500', message: /: 500 Internal Server Error/, fault: () => ({ status: 500 }), sustained: true },
     { name: 'status-503-retry-after', message: /: 503 Service Unavailable/, fault: () => ({ status: 503, retryAfter: RETRY_AFTER_S }), minGapMs: RETRY_AFTER_S * 1000 - 250 },
     { name: 'status-404', message: /: 404 Not Found/, fault: () => ({ status: 404 }) },
     {
@@ -445,10 +463,11 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
       if (fault === 'untrusted-ca') await st.setTls({ certFile: rogue.serverCert, keyFile: rogue.serverKey });
       else st.setStatusFault(nodeId, fault);
       if (c.name === 'status-redirect-other-host') other.setStatusFault(nodeId, { status: 500 });
+      const { windowMs, maxRequests } = c.sustained ? SUSTAINED : { windowMs: WINDOW_MS, maxRequests: MAX_REQUESTS };
       // A change during the outage: the report that finally lands must carry it.
       await sleep(1000);
       publish(generation + 1);
-      await sleep(WINDOW_MS - 1000);
+      await sleep(windowMs - 1000);
 
       const local = await localStatus();
       assert.equal(local.observedGeneration, generation, 'the source side applied the new generation meanwhile');
@@ -458,7 +477,7 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
       const attempts = fault === 'untrusted-ca' ? failedDelta : seen.length;
       counts.push(`${c.name}:${attempts}`);
       assert.ok(failedDelta >= 1, 'the report was not delivered');
-      assert.ok(attempts >= 1 && attempts <= MAX_REQUESTS, `${attempts} attempts in ${WINDOW_MS} ms (at most ${MAX_REQUESTS} with backoff)`);
+      assert.ok(attempts >= 1 && attempts <= maxRequests, `${attempts} attempts in ${windowMs} ms (at most ${maxRequests} with backoff)`);
       // Every attempt is built anew: strictly growing seqs, never a stored copy sent again.
       const seqs = seen.map((r) => (r.json as Report | undefined)?.seq ?? Number.NaN);
       for (let i = 1; i < seqs.length; i++) assert.ok(seqs[i]! > seqs[i - 1]!, `attempt seqs grow: ${seqs.join(',')}`);
@@ -491,6 +510,52 @@ describe('hostile servers: the agent keeps the last good state, stays alive and 
       assert.equal(landed.observedGeneration, generation, 'the report that lands carries the newest generation');
       assert.equal(landed.node.labels.hostile, `g${generation}`);
       assert.match(String((await localStatus()).sync.lastError ?? 'null'), /null/);
+      await assertContainerKept();
+      cases += 1;
+    });
+  }
+
+  /**
+   * A 2xx status line is the server's acceptance; the body of the answer is never read. So an empty
+   * 200, HTML with 200 and a 200 whose body stalls count as delivered: no error, no retry, the
+   * heartbeat cadence goes on, and the next report has the next seq.
+   */
+  const acceptedCases: { name: string; fault: () => StatusFault }[] = [
+    { name: 'status-empty-200', fault: () => ({ status: 200, body: '' }) },
+    { name: 'status-html-200', fault: () => ({ status: 200, body: '<!doctype html><html><body>Welcome to nginx!</body></html>\n' }) },
+    {
+      name: 'status-200-then-stall',
+      fault: () =>
+        raw((_req, res, answered) => {
+          res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+          answered(200);
+          res.write('{"ok":'); // and then nothing: the body timeout ends it
+        }),
+    },
+  ];
+  for (const c of acceptedCases) {
+    it(`${c.name}: counted as delivered, the heartbeat cadence goes on`, async (t) => {
+      assertAlive();
+      t.after(clearStatusFaults);
+      const lastSeq = Math.max(...(st.reports(nodeId) as Report[]).map((r) => r.seq));
+      const errorsBefore = await metric('persys_status_reports_total', 'error');
+      const okBefore = await metric('persys_status_reports_total', 'ok');
+      const t0 = Date.now();
+      st.setStatusFault(nodeId, c.fault());
+      await sleep(WINDOW_MS);
+      const seen = st.requests({ nodeId, kind: 'status' }).filter((r) => r.receivedAt >= t0);
+      counts.push(`${c.name}:${seen.length}`);
+      assert.equal((await metric('persys_status_reports_total', 'error')) - errorsBefore, 0, 'no send counted as failed');
+      assert.ok(!agent.lines.some((l) => l.level >= 40 && Date.parse(String(l.time)) >= t0 && l.msg.startsWith('status report not delivered')), 'no WARN about delivery');
+      assert.ok((await metric('persys_status_reports_total', 'ok')) - okBefore >= 1);
+      // Heartbeat 2 s (the stalled body holds each send 2 s more): no retry loop.
+      assert.ok(seen.length >= 1 && seen.length <= Math.ceil(WINDOW_MS / 2000) + 1, `${seen.length} sends in ${WINDOW_MS} ms`);
+      const seqs = seen.map((r) => (r.json as Report | undefined)?.seq ?? Number.NaN);
+      assert.deepEqual(seqs, seqs.map((_, i) => lastSeq + 1 + i), 'one new seq per send, no resend');
+      await clearStatusFaults();
+      const next = (await st.waitForReport(nodeId, (r) => (r as Report).seq > lastSeq, 30_000).catch((e: unknown) => fail('the next report', e))) as Report;
+      assert.ok(next.seq > Math.max(lastSeq, ...seqs));
+      assertAlive();
       await assertContainerKept();
       cases += 1;
     });
