@@ -196,7 +196,8 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
   it(`${ROUNDS} rounds: dockerd stopped mid-apply, RUNTIME_UNAVAILABLE while down, nothing removed, converged within 2 intervals, events reconnect`, async () => {
     process.stdout.write(`engine-restarts: seed ${SEED} (ENGINE_RESTARTS_SEED=${SEED} repeats this run)\n`);
     const a = agent!;
-    const dump = async () => `engine: ${await notConverged().catch((e: unknown) => String(e))}\n--- agent log ---\n${a.dump()}`;
+    const dump = async () =>
+      `engine: ${await notConverged().catch((e: unknown) => String(e))}\n--- agent log ---\n${a.dump()}\n--- private dockerd log (tail) ---\n${d!.log().split('\n').slice(-60).join('\n')}`;
     await waitFor('the first fleet', async () => (await notConverged()) === '', 120_000, 250).catch(async (err: unknown) => {
       throw new Error(`${String(err)}\n${await dump()}`);
     });
