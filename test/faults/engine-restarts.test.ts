@@ -53,8 +53,9 @@ const ONLY = process.env.ENGINE_RESTARTS_ONLY; // 'docker' | 'libvirt': one part
 const dockerSkip = (await requireEngine('docker')) || (await privateDockerdSkipReason()) || (ONLY === 'libvirt' && 'ENGINE_RESTARTS_ONLY=libvirt');
 
 /** Figures both suites add to; printed once, after the last suite. */
-const figures: { dockerRounds: number; convergeMs: number[]; eventsReconnected: number; eventsTried: number; libvirt: string } = {
+const figures: { dockerRounds: number; convergeMs: number[]; eventsReconnected: number; eventsTried: number; wedgedReplaced: number; libvirt: string } = {
   dockerRounds: 0,
+  wedgedReplaced: 0,
   convergeMs: [],
   eventsReconnected: 0,
   eventsTried: 0,
@@ -250,9 +251,15 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       const firstDown = downReports.findIndex(unavailable);
       for (const r of downReports.slice(firstDown)) assert.ok(unavailable(r), `round ${round}: report seq ${r.seq} while down: ${JSON.stringify(r.node.runtimes)} ${JSON.stringify(r.workloads.map((w) => [w.id, w.error?.code]))}`);
 
-      // Nothing the agent could not see was removed: kept workloads still have their container.
+      // Nothing the agent could not see was removed: kept workloads still have their container. The
+      // one exception is a container the restarted engine can no longer start (a start the stop cut
+      // short leaves its id taken in containerd): the agent replaces that one, and says so.
+      const replacedWedged = (): Set<string> =>
+        new Set(a.lines.slice(mark).filter((l) => typeof l.msg === 'string' && l.msg.endsWith('cannot be started again; replacing it')).map((l) => String(l.workloadId)));
       const afterRestart = await containersById();
-      for (const id of kept) assert.deepEqual(afterRestart.get(id), before.get(id), `round ${round}: container of ${id} (not recreated) after the restart`);
+      for (const id of kept) {
+        if (!replacedWedged().has(id)) assert.deepEqual(afterRestart.get(id), before.get(id), `round ${round}: container of ${id} (not recreated) after the restart`);
+      }
 
       try {
         await waitFor(`round ${round} to converge`, async () => (await notConverged()) === '', 60_000, 100);
@@ -263,7 +270,11 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       const convergeMs = Date.now() - pingAt;
       figures.convergeMs.push(convergeMs);
       const converged = await containersById();
-      for (const id of kept) assert.deepEqual(converged.get(id), before.get(id), `round ${round}: ${id} was not recreated by this generation and keeps its container`);
+      const wedged = replacedWedged();
+      figures.wedgedReplaced += wedged.size;
+      for (const id of kept) {
+        if (!wedged.has(id)) assert.deepEqual(converged.get(id), before.get(id), `round ${round}: ${id} was not recreated by this generation and keeps its container`);
+      }
       assert.ok(
         convergeMs <= 2 * INTERVAL_S * 1000 + CONVERGE_SLACK_MS,
         `round ${round}: converged ${convergeMs} ms after the engine answered, more than 2 reconcile intervals (${2 * INTERVAL_S} s) + ${CONVERGE_SLACK_MS} ms\n${a.dump()}`,
@@ -273,7 +284,7 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       // find. The stop comes one interval (+1 s) after the engine is back: the first cycle that sees
       // it up must have had the stream reconnect by then, whatever backoff the outage built up.
       await sleep(Math.max(0, pingAt + INTERVAL_S * 1000 + 1000 - Date.now()));
-      const victim = kept[Math.floor(random() * kept.length)] as string;
+      const victim = kept.filter((id) => !wedged.has(id))[0] ?? (kept[0] as string);
       const eventMark = a.lines.length;
       const stoppedAt = Date.now();
       figures.eventsTried += 1;
@@ -287,7 +298,7 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       figures.dockerRounds += 1;
       process.stdout.write(`engine-restarts: round ${round}: recreate ${[...recreated].join(',')}, stop ${stopAfter} ms after the take, down ${pingAt - stopAt} ms, converged ${convergeMs} ms after the ping, event ${eventMs} ms after the stop\n`);
     }
-    process.stdout.write(`engine-restarts: docker: ${midApply}/${ROUNDS} stops landed before the generation's first reconcile finished\n`);
+    process.stdout.write(`engine-restarts: docker: ${midApply}/${ROUNDS} stops landed before the generation's first reconcile finished; ${figures.wedgedReplaced} container(s) the restarted engine could not start were replaced\n`);
   });
 });
 
