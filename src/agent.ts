@@ -78,6 +78,15 @@ export class Agent {
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
+  /**
+   * An event watcher in its reconnect backoff, by runtime: woken when a cycle sees its runtime come
+   * back, because the backoff grew while the engine was down (up to 30 s) and the die/stop events of
+   * that time would be missed. Only a down -> up edge wakes it, so a runtime whose ping answers but
+   * whose event stream fails still backs off.
+   */
+  private readonly eventWakers = new Map<string, () => void>();
+  /** Whether the newest cycle saw each runtime up (for the down -> up edge above). */
+  private readonly cycleSawUp = new Map<string, boolean>();
   private stats: WorkloadStatsCollector | undefined;
   /** Pools and volumes (src/storage, docs/storage.md). */
   storage!: StorageManager;
@@ -416,7 +425,17 @@ export class Agent {
       }
       if (signal.aborted) return;
       failures = Date.now() - started > 60_000 ? 1 : failures + 1;
-      await sleep(backoffDelayMs({ initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 }, failures) + 250, signal);
+      const wake = new AbortController();
+      const onStop = (): void => wake.abort();
+      signal.addEventListener('abort', onStop, { once: true });
+      this.eventWakers.set(rt.name, onStop);
+      try {
+        await sleep(backoffDelayMs({ initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 }, failures) + 250, wake.signal);
+      } finally {
+        this.eventWakers.delete(rt.name);
+        signal.removeEventListener('abort', onStop);
+      }
+      if (signal.aborted) return;
       // The stream may have missed events while it was down.
       void this.loop.trigger(`${rt.name} events reconnect`, signal);
     }
@@ -446,7 +465,11 @@ export class Agent {
       if (r.error) m.errors.inc({ code: r.error.code });
     }
     const observedAt = Date.now() - s.durationMs;
-    for (const [name, h] of s.view.health) this.health.update(name, h, observedAt);
+    for (const [name, h] of s.view.health) {
+      this.health.update(name, h, observedAt);
+      if (h.up && this.cycleSawUp.get(name) === false) this.eventWakers.get(name)?.();
+      this.cycleSawUp.set(name, h.up);
+    }
     this.runtimeLog?.note(s.view.health, this.runtimes, this.store.data.desired?.document.workloads ?? []);
   }
 
