@@ -76,7 +76,8 @@ async function inspectStateDir(stateDir: string, nodeId: string): Promise<{ prob
   const problems: string[] = [];
   let generation: number | null = null;
   for (const name of await readdir(stateDir)) {
-    if (name.startsWith('.') || name.startsWith('filler')) continue;
+    // Temp files are partial by design and never read; the socket is not a file to read.
+    if (name.startsWith('.') || name.startsWith('filler') || name === 'agent.sock') continue;
     if (name.includes('.corrupt-')) {
       problems.push(`${name}: moved aside`);
       continue;
@@ -94,7 +95,6 @@ async function inspectStateDir(stateDir: string, nodeId: string): Promise<{ prob
       if (text.trim() !== nodeId) problems.push(`node-id holds ${JSON.stringify(text)}`);
       continue;
     }
-    if (name === 'agent.sock') continue;
     try {
       const parsed = JSON.parse(text) as { desired?: { document?: { generation?: number } } };
       if (name === 'desired.json') {
@@ -326,7 +326,8 @@ describe('the state dir on a tiny tmpfs, filled while the agent runs and generat
     g = publish();
     const full = start();
     const code = await Promise.race([full.exited(), sleep(30_000).then(() => 'running' as const)]);
-    process.stdout.write(`full-disks: an agent started on a full state dir: ${code === 'running' ? 'keeps running' : `exits ${String(code)}`}\n`);
+    const why = [...full.lines.map((l) => l.msg + (typeof l.err === 'string' ? `: ${l.err}` : '')), ...full.stderr].filter((m) => /no space/i.test(m)).at(-1) ?? '';
+    process.stdout.write(`full-disks: an agent started on a full state dir: ${code === 'running' ? 'keeps running' : `exits ${String(code)}: ${why.trim().split('\n')[0]}`}\n`);
     if (code !== 'running') {
       assert.match(full.dump(), /no space left on device/i, `it says why it cannot start${dump()}`);
       await free();
