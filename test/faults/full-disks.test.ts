@@ -20,8 +20,9 @@
  * Prints one line: FIGURES full-disks: stateDirFills=N unreadable=0 rollbacks=0 recoverSeconds=... dockerRootRecoverSeconds=...
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -32,7 +33,10 @@ import Docker from 'dockerode';
 import { AgentProcess, waitFor } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
-import { freePort, httpGet } from '../helpers/prometheus.js';
+import { startOciRegistry, type OciRegistry } from '../helpers/oci-registry.js';
+import { privateDockerdSkipReason, startPrivateDockerd, type PrivateDockerd } from '../helpers/private-dockerd.js';
+import { freePort, httpGet, OwnedProcess } from '../helpers/prometheus.js';
+import { backoffCeilingMs } from '../../src/util/backoff.js';
 
 const exec = promisify(execFile);
 const skip = await requireEngine('docker');
@@ -353,5 +357,215 @@ describe('the state dir on a tiny tmpfs, filled while the agent runs and generat
     }
     assert.equal(figures.rollbacks, 0, 'no rollback');
     process.stdout.write(`full-disks: state dir: ${figures.stateDirFills} fills, ${reads} reads of every state file, recovered in ${[s1, s2, s3, s4].map((s) => s.toFixed(1)).join(', ')} s\n`);
+  });
+});
+
+/** Joins two sockets both ways; either side's end or error ends the other. */
+function splice(a: Socket, b: Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
+}
+
+/**
+ * Makes the loopback registry (127.0.0.1:PORT in the host's namespace) answer at 127.0.0.1:PORT
+ * inside the private dockerd's own network namespace, through a unix socket (file system paths are
+ * shared across network namespaces): a forwarder run in that namespace with nsenter, and a bridge
+ * in this process. Loopback on both sides only.
+ */
+async function reachRegistryFrom(netnsPid: number, reg: OciRegistry, dir: string): Promise<{ stop: () => Promise<void> }> {
+  const nsenter = (args: string[]) => exec('nsenter', [`--net=/proc/${netnsPid}/ns/net`, '--', ...args]);
+  await nsenter(['ip', 'link', 'set', 'lo', 'up']); // unshare --net leaves it down
+  const sock = join(dir, 'reg.sock');
+  const bridge: Server = createServer((c) => splice(c, createConnection({ host: '127.0.0.1', port: reg.port })));
+  await new Promise<void>((resolve, reject) => bridge.once('error', reject).listen(sock, resolve));
+  const script =
+    "const net=require('net');const [port,sock]=process.argv.slice(1);" +
+    "net.createServer(c=>{const u=net.connect(sock);c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})" +
+    ".listen(+port,'127.0.0.1',()=>console.log('listening'));";
+  // nsenter without a pid namespace execs the program: this pid is the forwarder's, ours to stop.
+  const fwd = new OwnedProcess(spawn('nsenter', [`--net=/proc/${netnsPid}/ns/net`, '--', process.execPath, '-e', script, String(reg.port), sock], { stdio: ['ignore', 'pipe', 'pipe'] }), 'registry forwarder');
+  await waitFor('the forwarder in the private netns', () => {
+    if (fwd.exited) throw new Error(`forwarder exited: ${fwd.log()}`);
+    return fwd.output.join('').includes('listening');
+  }, 15_000, 50);
+  return {
+    stop: async () => {
+      await fwd.stop('SIGTERM', 5_000);
+      await new Promise<void>((resolve) => bridge.close(() => resolve()));
+    },
+  };
+}
+
+describe("Docker's data root full on a private dockerd: an image pull that cannot fit", { skip: skip || (await privateDockerdSkipReason()), timeout: 200_000 }, () => {
+  const nodeId = testNodeId('test-fullroot');
+  const DATA_MIB = 96;
+  const LEAVE_MIB = 30; // above the 15 % imagefs threshold, below what the image needs
+  const BIG_MIB = 40; // the registry image's extra layer: random bytes, so gzip does not shrink it
+  let dir: string;
+  let mounted = false;
+  let d: PrivateDockerd | undefined;
+  let docker: Docker;
+  let reg: OciRegistry | undefined;
+  let forward: { stop: () => Promise<void> } | undefined;
+  let server: FleetServer;
+  let agent: AgentProcess | undefined;
+  let stateDir: string;
+  let configPath: string;
+  let generation = 0;
+  const RETRY = { initialDelaySeconds: 1, multiplier: 2, maxDelaySeconds: 8, maxAttempts: 30 };
+
+  const small = { image: IMAGE, command: ['sleep', '3600'], stopTimeoutSeconds: 1, network: { mode: 'none' } };
+  const publish = (workloads: unknown[]) => {
+    generation += 1;
+    server.setDocument(nodeId, { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation, workloads });
+    return generation;
+  };
+  const containers = async () => {
+    const list = await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } });
+    return new Map(list.map((c) => [c.Labels['dev.persys.workload-id'] ?? '?', { id: c.Id, image: c.Image, running: c.State === 'running' }]));
+  };
+  const dump = () => `\n--- agent log ---\n${agent?.dump() ?? ''}\n--- dockerd ---\n${d?.log() ?? ''}`;
+  const waitReport = (what: string, pred: (r: Report) => boolean, timeoutMs = 60_000) =>
+    server.waitForReport(nodeId, (r) => pred(r as Report), timeoutMs).then((r) => r as Report, (err: unknown) => {
+      throw new Error(`${what}: ${String(err)}${dump()}`);
+    });
+  const entry = (r: Report, id: string) => r.workloads.find((w) => w.id === id);
+  const dataRoot = () => join(dir, 'data');
+
+  before(async () => {
+    dir = await mkdtemp('/tmp/pfd-'); // short: the private dockerd's socket lives in it
+    await mkdir(dataRoot(), { recursive: true });
+    await exec('mount', ['-t', 'tmpfs', '-o', `size=${DATA_MIB}m`, 'tmpfs', dataRoot()]);
+    mounted = true;
+    d = await startPrivateDockerd(dir);
+    docker = new Docker({ socketPath: d.socketPath });
+    await exec('sh', ['-c', `docker save ${IMAGE} | docker -H unix://${d.socketPath} load -q`], { timeout: 120_000 });
+    reg = await startOciRegistry({ images: [{ name: 'persys-test/big:1', from: IMAGE, fillerBytes: BIG_MIB << 20 }] });
+    const pid = Number((await readFile(join(dir, 'd.pid'), 'utf8')).trim());
+    forward = await reachRegistryFrom(pid, reg, dir);
+    server = await startFleetServer({ tls: null });
+    stateDir = join(dir, 'state');
+    configPath = join(dir, 'config.json');
+    await writeFile(
+      configPath,
+      JSON.stringify({
+        nodeId,
+        stateDir,
+        logLevel: 'info',
+        source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
+        status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
+        reconcile: { intervalSeconds: 1 },
+        metrics: { listen: 'off' },
+        docker: { socketPath: d.socketPath, namePrefix: `t-${nodeId}-` },
+        libvirt: { enabled: false },
+        // The imagefs threshold off: a failing pull fills the disk to 0 for a moment, and a sample
+        // then would turn DiskPressure on and deny the retry (INSUFFICIENT_RESOURCES, tested in
+        // test/e2e/resources-agent.test.ts). Here the engine's own ENOSPC is what the agent meets.
+        resources: { pressure: { imagefsAvailablePercent: 0 } },
+      }),
+    );
+  });
+
+  after(async () => {
+    await agent?.stop('SIGKILL').catch(() => undefined);
+    if (d?.running()) {
+      for (const c of await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } }).catch(() => [])) {
+        await docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined);
+      }
+    }
+    await forward?.stop().catch(() => undefined);
+    await reg?.close().catch(() => undefined);
+    await server?.close();
+    await d?.stop().catch(() => undefined);
+    if (mounted) await exec('umount', ['-l', dataRoot()]).catch(() => undefined);
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the pull fails NO_SPACE with dockerd\'s message, nothing running is removed, retries back off, and it converges once space is freed', async () => {
+    assert.ok(d && reg);
+    const bigRef = reg.ref('persys-test/big:1');
+    publish([
+      { id: 'keep', type: 'container', spec: small },
+      { id: 'web', type: 'container', spec: { ...small, env: { V: '1' } } },
+    ]);
+    agent = AgentProcess.start(['run', '--config', configPath]);
+    const g1 = await waitFor('generation 1 running', async () => {
+      const m = await containers();
+      return m.get('keep')?.running && m.get('web')?.running ? m : undefined;
+    }, 90_000).catch((err: unknown) => {
+      throw new Error(`${String(err)}${dump()}`);
+    });
+
+    // Fill Docker's file system up to LEAVE_MIB free: less than the image's layer needs.
+    const s = await statfs(dataRoot());
+    await writeFile(join(dataRoot(), 'filler'), Buffer.alloc(Number(s.bavail) * s.bsize - (LEAVE_MIB << 20)));
+    const filled = await statfs(dataRoot());
+    const freePct = (Number(filled.bavail) / Number(filled.blocks)) * 100;
+    assert.ok(freePct > 15 && Number(filled.bavail) * filled.bsize < BIG_MIB << 20, `${freePct.toFixed(1)} % free: above DiskPressure's 15 %, below the ${BIG_MIB} MiB layer`);
+
+    // web moves to the big image (a recreate: the pull comes first), and a new workload needs it too.
+    const g2 = publish([
+      { id: 'keep', type: 'container', spec: small },
+      { id: 'web', type: 'container', retry: RETRY, spec: { ...small, image: bigRef, env: { V: '2' } } },
+      { id: 'new', type: 'container', retry: RETRY, spec: { ...small, image: bigRef } },
+    ]);
+    const failing = await waitReport('NO_SPACE for web and new, at least 4 attempts of new', (r) => {
+      const [w, n] = [entry(r, 'web'), entry(r, 'new')];
+      return r.observedGeneration === g2 && w?.error?.code === 'NO_SPACE' && n?.error?.code === 'NO_SPACE' && (n.retry?.attempts ?? 0) >= 4;
+    }, 90_000);
+    for (const id of ['web', 'new']) {
+      const e = entry(failing, id)!;
+      assert.match(e.error?.message ?? '', /no space left on device/, `${id}: dockerd's message: ${JSON.stringify(e.error)}`);
+      assert.equal(e.error?.transient, true, `${id}: transient`);
+      assert.ok(e.failures?.every((f) => f.code === 'NO_SPACE'), `${id}: every failure NO_SPACE: ${JSON.stringify(e.failures)}`);
+    }
+    assert.equal(entry(failing, 'keep')?.phase, 'Running');
+
+    // Nothing that was running is removed: the same two containers, running, all along.
+    const now = await containers();
+    assert.deepEqual([...now.keys()].sort(), ['keep', 'web'], 'no container for new, none removed');
+    for (const id of ['keep', 'web']) assert.deepEqual(now.get(id), g1.get(id), `${id} is the generation-1 container, still running`);
+
+    // The store stays readable.
+    const st = await inspectStateDir(stateDir, nodeId);
+    assert.deepEqual(st.problems, []);
+    assert.equal(st.generation, g2);
+
+    // Retries follow the backoff: every attempt n is scheduled within the ceiling of attempt n
+    // (full jitter: between 0 and min(8 s, 1 s x 2^(n-1))) and the next one does not come earlier.
+    const sched = new Map<number, { nextRetryAt: number }>();
+    for (const r of server.reports(nodeId) as Report[]) {
+      const n = entry(r, 'new');
+      if (n?.retry?.nextRetryAt && n.retry.attempts > 0) sched.set(n.retry.attempts, { nextRetryAt: Date.parse(n.retry.nextRetryAt) });
+    }
+    const fails = (entry(failing, 'new')!.failures ?? []).map((f) => Date.parse(f.at));
+    const policy = { initialDelayMs: 1000, multiplier: 2, maxDelayMs: 8000 };
+    const gaps: string[] = [];
+    for (let k = 1; k < fails.length; k++) {
+      const next = sched.get(k)?.nextRetryAt;
+      assert.ok(next !== undefined, `attempt ${k}'s schedule was reported`);
+      const planned = next - fails[k - 1]!;
+      assert.ok(planned >= 0 && planned <= backoffCeilingMs(policy, k) + 50, `attempt ${k}: retry planned ${planned} ms after it, ceiling ${backoffCeilingMs(policy, k)} ms`);
+      assert.ok(fails[k]! >= next - 50, `attempt ${k + 1} came ${next - fails[k]!} ms before its time`);
+      gaps.push(`${((fails[k]! - fails[k - 1]!) / 1000).toFixed(1)}`);
+    }
+
+    // Space back: the next attempt pulls, web is replaced, new starts, keep is untouched.
+    await rm(join(dataRoot(), 'filler'));
+    const t0 = Date.now();
+    await waitFor('convergence after the space came back', async () => {
+      const m = await containers();
+      return m.get('web')?.running && m.get('web')?.image === bigRef && m.get('new')?.running ? m : undefined;
+    }, 90_000, 200).catch((err: unknown) => {
+      throw new Error(`${String(err)}${dump()}`);
+    });
+    figures.dockerRootRecoverSeconds = (Date.now() - t0) / 1000;
+    await waitReport('a clean report of generation 2', (r) => r.observedGeneration === g2 && ['keep', 'web', 'new'].every((id) => entry(r, id)?.phase === 'Running' && !entry(r, id)?.error));
+    assert.deepEqual((await containers()).get('keep'), g1.get('keep'), 'keep was never touched');
+    assert.deepEqual((await inspectStateDir(stateDir, nodeId)).problems, []);
+    process.stdout.write(`full-disks: docker data root: web's error while full: ${JSON.stringify(entry(failing, 'web')?.error?.message)}\n`);
+    process.stdout.write(`full-disks: docker data root: ${fails.length} NO_SPACE attempts of new, gaps ${gaps.join(', ')} s; converged ${figures.dockerRootRecoverSeconds.toFixed(1)} s after the space came back\n`);
   });
 });
