@@ -132,10 +132,13 @@ describe('the state dir on a tiny tmpfs, filled while the agent runs and generat
   const problems: string[] = [];
   let lastDiskGeneration = 0;
 
-  // A 12 KiB value makes each state file bigger than the space some steps leave: a write then fails halfway.
-  const PAD = 'p'.repeat(12 * 1024);
+  // A value that grows by 16 KiB with every generation: each new desired.json (and the state.json
+  // holding its spec) is bigger than the space a step leaves, and bigger than the old file plus
+  // that space, so a write that went in place (truncate, then write) would fail halfway and leave a
+  // truncated file, where a write through a temp file leaves the old one whole.
   const publish = () => {
     generation += 1;
+    const PAD = 'p'.repeat((12 + 16 * generation) * 1024);
     server.setDocument(nodeId, {
       apiVersion: 'persys.dev/v1',
       kind: 'DesiredState',
@@ -158,11 +161,16 @@ describe('the state dir on a tiny tmpfs, filled while the agent runs and generat
   };
   /** Fills the tmpfs up to `leave` bytes free (a new filler file each time, so free() removes them all). */
   const fill = async (leave: number) => {
-    const s = await statfs(stateDir);
-    const free = s.bavail * s.bsize;
-    const file = join(stateDir, `filler-${fillers++}`);
-    if (leave === 0) await exec('sh', ['-c', `dd if=/dev/zero of=${file} bs=4k 2>/dev/null; true`]);
-    else if (free > leave) await writeFile(file, Buffer.alloc(free - leave));
+    // Topped up a few times: a write in flight when the space is measured (its temp file beside the
+    // old file) frees the old file's pages once it lands, and the space would be back.
+    for (let i = 0; i < 5; i++) {
+      const s = await statfs(stateDir);
+      const free = s.bavail * s.bsize;
+      const file = join(stateDir, `filler-${fillers++}`);
+      if (leave === 0) await exec('sh', ['-c', `dd if=/dev/zero of=${file} bs=4k 2>/dev/null; true`]);
+      else if (free > leave) await writeFile(file, Buffer.alloc(free - leave));
+      await sleep(200);
+    }
     figures.stateDirFills += 1;
   };
   const free = async () => {
@@ -261,6 +269,7 @@ describe('the state dir on a tiny tmpfs, filled while the agent runs and generat
   after(async () => {
     sampling = false;
     await sampler;
+    figures.unreadable = problems.length;
     await agent?.stop('SIGKILL').catch(() => undefined);
     await cleanupDockerByLabel(nodeId).catch(() => undefined);
     await server?.close();
