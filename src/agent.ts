@@ -33,7 +33,7 @@ import { GarbageCollector } from './gc/collector.js';
 import { registerGcMetrics } from './gc/metrics.js';
 import { acquireStateDirLock } from './store/lock.js';
 import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
-import { Store } from './store/store.js';
+import { Store, storeErrorCode } from './store/store.js';
 import { SystemdNotifier } from './systemd/notify.js';
 import { createSyncClients } from './sync/sync-clients.js';
 import { registerExpiryMetrics } from './trust/expiry-metrics.js';
@@ -397,8 +397,9 @@ export class Agent {
       await this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     } catch (err) {
       const message = `generation ${r.document.generation} not applied: it could not be stored: ${err instanceof Error ? err.message : String(err)}; retrying`;
-      this.store.setSync({ lastError: { code: 'INTERNAL', message, at: new Date().toISOString() } });
-      this.metrics.errors.inc({ code: 'INTERNAL' });
+      const code = storeErrorCode(err);
+      this.store.setSync({ lastError: { code, message, at: new Date().toISOString() } });
+      this.metrics.errors.inc({ code });
       this.reporter.markDirty();
       throw new Error(message, { cause: err });
     }
@@ -477,7 +478,7 @@ export class Agent {
     const { config } = this.opts;
     return computeReadiness({
       now: Date.now(),
-      store: { writable: this.store.writable },
+      store: { writable: this.store.writable, lastError: this.store.writeError },
       // The node's primary runtime always counts; the others once a workload of theirs is desired.
       runtimes: this.runtimes.map((rt) => ({
         name: rt.name,
