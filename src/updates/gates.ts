@@ -1,6 +1,8 @@
+import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import type { PlanGate } from '../reconcile/planner.js';
-import type { MaintenanceWindow } from '../spec/maintenance.js';
+import type { Step, UpdateHold } from '../reconcile/steps.js';
+import { updatePolicyOf, type MaintenanceWindow } from '../spec/maintenance.js';
 import { locksGate } from './locks.js';
 import { maxParallelGate } from './max-parallel.js';
 import type { UpdateState } from './state.js';
@@ -26,4 +28,35 @@ export function updateGates(o: UpdateGatesOptions): PlanGate[] {
     locksGate({ stateDir: o.stateDir, volumeDir: o.volumeDir, state: o.state, warn: o.warn }),
     maxParallelGate(o.config.update.maxParallel),
   ];
+}
+
+/**
+ * Where a named volume of a container workload is on the host: Docker mounts every local volume
+ * (storage-pool ones too) at <dataRoot>/volumes/<name>/_data while a container uses it.
+ */
+export const namedVolumeDir =
+  (dataRootOf: (runtime: string) => string | undefined) =>
+  (name: string): string | undefined => {
+    const root = dataRootOf('docker');
+    return root ? join(root, 'volumes', name, '_data') : undefined;
+  };
+
+/** The updates a plan holds, by workload id, for the status report. */
+export function heldUpdates(steps: readonly Step[]): Map<string, UpdateHold> {
+  const out = new Map<string, UpdateHold>();
+  for (const s of steps) if (s.kind === 'wait' && s.hold) out.set(s.workloadId, s.hold);
+  return out;
+}
+
+/**
+ * After a pass: the forceToken of each workload created or updated successfully is the one in force
+ * (a later, different token forces the next update), state of workloads gone is dropped, the file saved.
+ */
+export function afterPass(state: UpdateState, results: readonly { ok: boolean; step: Step }[], desiredIds: ReadonlySet<string> | null): void {
+  for (const r of results) {
+    if (!r.ok || (r.step.kind !== 'create' && r.step.kind !== 'recreate')) continue;
+    state.applied(r.step.workloadId, updatePolicyOf(r.step.workload).forceToken);
+  }
+  if (desiredIds) state.keepOnly(desiredIds);
+  state.save();
 }

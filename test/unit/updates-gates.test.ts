@@ -234,3 +234,24 @@ describe('update.maxParallel', () => {
     assert.equal((byId(p.steps, 'c') as { hold?: { waiting: string } }).hold?.waiting, 'max-parallel');
   });
 });
+
+describe('held updates in the status report', () => {
+  it('carries an update block per held workload, valid against the report schema', async () => {
+    const { buildStatusReport } = await import('../../src/status/build-report.js');
+    const { statusReport } = await import('../../src/spec/status-report.js');
+    const { emptyStoreData } = await import('../../src/store/types.js');
+    const { newRecord } = await import('../../src/reconcile/records.js');
+    const { heldUpdates } = await import('../../src/updates/gates.js');
+    const now = new Date('2026-12-01T12:00:00Z');
+    const p = plan({ desired: doc([cw('a'), cw('b', { window: 'any' })], [NIGHTLY]), records: {}, observed: [obs('a'), obs('b')], runtimeUp: UP, now, gates: [windowsGate({ windows: [NIGHTLY], forceTokenOf: () => undefined })] });
+    const data = emptyStoreData();
+    data.records.a = newRecord(cw('a'), now);
+    data.records.b = newRecord(cw('b'), now);
+    const r = buildStatusReport({ nodeId: 'n1', seq: 1, agentVersion: 't', hostname: 'h', data, runtimes: {}, now, updates: heldUpdates(p.steps) });
+    const a = r.workloads.find((w) => w.id === 'a');
+    assert.equal(a?.update?.waiting, 'maintenance-window');
+    assert.match(a?.update?.reason ?? '', /^waiting for the maintenance window at 2026-12-02T02:00Z/);
+    assert.equal(r.workloads.find((w) => w.id === 'b')?.update, undefined);
+    assert.ok(v.safeParse(statusReport, r).success);
+  });
+});
