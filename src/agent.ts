@@ -33,7 +33,7 @@ import { GarbageCollector } from './gc/collector.js';
 import { registerGcMetrics } from './gc/metrics.js';
 import { acquireStateDirLock } from './store/lock.js';
 import { hasLegacyRuntimeFacts, moveLegacyEvidence, moveLegacySecrets } from './runtimes/legacy-state.js';
-import { Store } from './store/store.js';
+import { Store, storeErrorCode } from './store/store.js';
 import { SystemdNotifier } from './systemd/notify.js';
 import { createSyncClients } from './sync/sync-clients.js';
 import { registerExpiryMetrics } from './trust/expiry-metrics.js';
@@ -81,6 +81,15 @@ export class Agent {
   private metrics!: AgentMetrics;
   /** Newest health per runtime (reconcile cycles and the stats pass): /readyz and persys_runtime_up. */
   private readonly health = new RuntimeHealthBoard();
+  /**
+   * An event watcher in its reconnect backoff, by runtime: woken when a cycle sees its runtime come
+   * back, because the backoff grew while the engine was down (up to 30 s) and the die/stop events of
+   * that time would be missed. Only a down -> up edge wakes it, so a runtime whose ping answers but
+   * whose event stream fails still backs off.
+   */
+  private readonly eventWakers = new Map<string, () => void>();
+  /** Whether the newest cycle saw each runtime up (for the down -> up edge above). */
+  private readonly cycleSawUp = new Map<string, boolean>();
   private stats: WorkloadStatsCollector | undefined;
   /** Updates held in the last pass (src/updates), for the status report. */
   private heldUpdates: ReadonlyMap<string, UpdateHold> = new Map();
@@ -403,8 +412,9 @@ export class Agent {
       await this.store.setDesired({ document: r.document, etag: r.etag, receivedAt: now, source: url, ...(r.signedBy.length > 0 ? { signedBy: r.signedBy } : {}) });
     } catch (err) {
       const message = `generation ${r.document.generation} not applied: it could not be stored: ${err instanceof Error ? err.message : String(err)}; retrying`;
-      this.store.setSync({ lastError: { code: 'INTERNAL', message, at: new Date().toISOString() } });
-      this.metrics.errors.inc({ code: 'INTERNAL' });
+      const code = storeErrorCode(err);
+      this.store.setSync({ lastError: { code, message, at: new Date().toISOString() } });
+      this.metrics.errors.inc({ code });
       this.reporter.markDirty();
       throw new Error(message, { cause: err });
     }
@@ -431,7 +441,17 @@ export class Agent {
       }
       if (signal.aborted) return;
       failures = Date.now() - started > 60_000 ? 1 : failures + 1;
-      await sleep(backoffDelayMs({ initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 }, failures) + 250, signal);
+      const wake = new AbortController();
+      const onStop = (): void => wake.abort();
+      signal.addEventListener('abort', onStop, { once: true });
+      this.eventWakers.set(rt.name, onStop);
+      try {
+        await sleep(backoffDelayMs({ initialDelayMs: 1000, maxDelayMs: 30_000, multiplier: 2 }, failures) + 250, wake.signal);
+      } finally {
+        this.eventWakers.delete(rt.name);
+        signal.removeEventListener('abort', onStop);
+      }
+      if (signal.aborted) return;
       // The stream may have missed events while it was down.
       void this.loop.trigger(`${rt.name} events reconnect`, signal);
     }
@@ -461,7 +481,11 @@ export class Agent {
       if (r.error) m.errors.inc({ code: r.error.code });
     }
     const observedAt = Date.now() - s.durationMs;
-    for (const [name, h] of s.view.health) this.health.update(name, h, observedAt);
+    for (const [name, h] of s.view.health) {
+      this.health.update(name, h, observedAt);
+      if (h.up && this.cycleSawUp.get(name) === false) this.eventWakers.get(name)?.();
+      this.cycleSawUp.set(name, h.up);
+    }
     this.runtimeLog?.note(s.view.health, this.runtimes, this.store.data.desired?.document.workloads ?? []);
   }
 
@@ -469,7 +493,7 @@ export class Agent {
     const { config } = this.opts;
     return computeReadiness({
       now: Date.now(),
-      store: { writable: this.store.writable },
+      store: { writable: this.store.writable, lastError: this.store.writeError },
       // The node's primary runtime always counts; the others once a workload of theirs is desired.
       runtimes: this.runtimes.map((rt) => ({
         name: rt.name,

@@ -3,6 +3,7 @@ import { createConnection } from 'node:net';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
 import type { Logger } from '../log.js';
+import { listenError, ListenError, UNIX_SOCKET_PATH_MAX } from '../util/listen-error.js';
 
 /*
  * The local control API: JSON over HTTP on a unix socket in the state dir (`<stateDir>/agent.sock`).
@@ -62,7 +63,7 @@ async function clearStaleSocket(socketPath: string): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw err;
   }
-  if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
+  if (!st.isSocket()) throw new ListenError('stateDir', socketPath, undefined, `cannot listen on ${socketPath} (the local API socket in stateDir): it exists and is not a socket; refusing to replace it: move it away`);
   if (await answers(socketPath)) throw new SocketInUseError(socketPath);
   await unlink(socketPath);
 }
@@ -111,6 +112,10 @@ async function route(req: IncomingMessage, res: ServerResponse, h: ApiHandlers):
 }
 
 export async function startApiServer(socketPath: string, handlers: ApiHandlers, logger: Logger): Promise<ApiServer> {
+  const bytes = Buffer.byteLength(socketPath);
+  if (bytes > UNIX_SOCKET_PATH_MAX) {
+    throw new ListenError('stateDir', socketPath, undefined, `cannot listen on ${socketPath} (the local API socket in stateDir): the path is ${bytes} bytes, a unix socket path may have at most ${UNIX_SOCKET_PATH_MAX}; use a shorter stateDir`);
+  }
   await clearStaleSocket(socketPath);
   const server: Server = createServer((req, res) => {
     // Bodies are not used; read and drop them (bounded) so the connection can be reused.
@@ -128,9 +133,10 @@ export async function startApiServer(socketPath: string, handlers: ApiHandlers, 
   });
   server.requestTimeout = 120_000;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: unknown) => reject(listenError('stateDir', socketPath, err, 'check the state dir (its permissions, its file system)'));
+    server.once('error', fail);
     server.listen(socketPath, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });

@@ -17,7 +17,7 @@ import { trustSettingsFrom } from '../trust/settings.js';
 import type { StoreData } from '../store/types.js';
 import { storageGate } from '../storage/gate.js';
 import { readStorageState } from '../storage/manager.js';
-import { planStorage } from '../storage/plan.js';
+import { documentVolumes, planStorage } from '../storage/plan.js';
 import type { StorageState } from '../storage/types.js';
 import { namedVolumeDir, updateGates } from '../updates/gates.js';
 import { UpdateState } from '../updates/state.js';
@@ -107,7 +107,8 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   );
   // Storage: what the agent would do to pools and volumes; a workload whose volume is refused is denied the same way.
   const storageState = await readStorageState(stateDir).catch((): StorageState => ({ version: 1, pools: {}, volumes: {} }));
-  const sp = planStorage({ pools: v.value.storagePools ?? [], volumes: v.value.volumes ?? [], state: storageState, allowedPrefixes: config.policy.allowedStoragePrefixes });
+  const volumes = documentVolumes(v.value, BUILTIN_TYPES);
+  const sp = planStorage({ pools: v.value.storagePools ?? [], volumes, state: storageState, allowedPrefixes: config.policy.allowedStoragePrefixes });
   // As the agent would see it once this pass's volume steps are applied: created ones are Ready.
   const afterStorage: StorageState = { ...storageState, volumes: { ...storageState.volumes } };
   for (const a of sp.volumes) {
@@ -115,7 +116,7 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
       afterStorage.volumes[a.name] = { name: a.name, pool: 'pool' in a ? a.pool.name : a.state.pool, poolType: 'pool' in a ? a.pool.type : a.state.poolType, sizeBytes: 0, reclaimPolicy: 'retain', phase: 'Ready', step: 'engine', path: '', createdAt: now.toISOString() };
     }
   }
-  gates.push(storageGate(BUILTIN_TYPES, new Set((v.value.volumes ?? []).map((x) => x.name)), sp, afterStorage));
+  gates.push(storageGate(BUILTIN_TYPES, new Set(volumes.map((x) => x.name)), sp, afterStorage));
   const p = plan({ desired: v.value, records, observed: view.observed, runtimeUp: view.runtimeUp, downReason: view.downReason, policy: config.policy, now, gates });
   const storageSteps = [
     ...sp.pools.map((a) => (a.kind === 'deny' ? { kind: 'deny', target: 'pool', name: a.name, reason: `${a.code}: ${a.message}`, code: a.code } : { kind: a.kind, target: 'pool', name: a.pool.name, reason: a.reason })),

@@ -16,8 +16,8 @@ export interface ResolveNodeIdOptions {
   readMachineId?: () => Promise<string | null>;
   hostname?: () => string;
   primaryMac?: () => string | null | Promise<string | null>;
-  /** Told why a machine id was not used (all zeros, shared by clones). */
-  logger?: { warn(obj: object, msg: string): void };
+  /** Told why a machine id was not used (all zeros, shared by clones), and of a node-id file that is damaged or not from this host. */
+  logger?: { warn(obj: object, msg: string): void; info?(obj: object, msg: string): void };
 }
 
 export const NODE_ID_FILE = 'node-id';
@@ -150,15 +150,34 @@ async function hostPrimaryMac(): Promise<string | null> {
   return nics.length > 0 ? primaryMacOf(nics) : defaultPrimaryMac();
 }
 
-async function readPersisted(file: string, strict: boolean): Promise<string | null> {
+/** The node-id file cannot be used and must not be replaced: `persys-agent run` exits 2 with this. */
+export class NodeIdError extends Error {
+  override name = 'NodeIdError';
+}
+
+/** What the node-id file held: an id, nothing (absent), or text that is no id (`damaged`, shown shortened). */
+type Persisted = { id: string } | { id: null; damaged?: string };
+
+const shownText = (s: string): string => JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}...` : s);
+
+async function readPersisted(file: string, strict: boolean): Promise<Persisted> {
   try {
-    const id = (await fsp.readFile(file, 'utf8')).trim();
-    // A damaged file is re-derived (deterministically, so usually to the same id) and rewritten.
-    return VALID_ID.test(id) ? id : null;
+    // Not a regular file (a directory, a FIFO that would block the read, a device): not ours to
+    // read or to replace. stat follows a symlink to a regular file, which is read like one.
+    const st = await fsp.stat(file);
+    if (!st.isFile()) {
+      if (!strict) return { id: null };
+      throw new NodeIdError(`${file} is not a regular file (${st.isDirectory() ? 'a directory' : 'a special file'}); the agent keeps its node id there: move it away (or set nodeId), then start again`);
+    }
+    const text = await fsp.readFile(file, 'utf8');
+    const id = text.trim();
+    // A damaged file is re-derived (deterministically, so usually to the same id) and rewritten, with a WARN.
+    return VALID_ID.test(id) ? { id } : { id: null, damaged: shownText(text) };
   } catch (err) {
+    if (err instanceof NodeIdError) throw err;
     // The agent must be able to read its own state dir; a read-only caller (plan, run by another
     // user) makes do with the derived id, which is what the file holds unless overridden.
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || !strict) return null;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || !strict) return { id: null };
     throw err;
   }
 }
@@ -197,30 +216,60 @@ async function resolveWith(opts: ResolveNodeIdOptions, write: boolean): Promise<
 
   if (opts.override !== undefined && opts.override !== '') {
     if (!VALID_ID.test(opts.override)) throw new Error(`node id ${JSON.stringify(opts.override)} is not valid: 1-253 characters of A-Z a-z 0-9 . _ -`);
-    if (write && persisted !== opts.override) await persist(opts.stateDir, file, opts.override);
+    if (write && persisted.id !== opts.override) {
+      if (persisted.id !== null) opts.logger?.info?.({ file, persisted: persisted.id, nodeId: opts.override }, 'the nodeId setting replaces the node id persisted in the state dir');
+      await persist(opts.stateDir, file, opts.override);
+    }
     return { nodeId: opts.override, source: 'override' };
   }
-  if (persisted) return { nodeId: persisted, source: 'persisted' };
+  if (persisted.id !== null) {
+    if (write) await warnIfForeign(opts, file, persisted.id);
+    return { nodeId: persisted.id, source: 'persisted' };
+  }
 
+  const derived = await derive(opts, opts.logger);
+  if (persisted.damaged !== undefined) {
+    opts.logger?.warn({ file, content: persisted.damaged, nodeId: derived.nodeId }, `the node-id file holds no valid node id; derived ${derived.nodeId} again (${derived.source}) and rewrote the file`);
+  }
+  if (write) await persist(opts.stateDir, file, derived.nodeId);
+  return derived;
+}
+
+const DERIVED_HASH = /-([0-9a-f]{12})$/;
+
+/**
+ * A persisted id of the derived form whose hash is not this host's (machine id or MAC) came from
+ * another host: a state dir copied over, or a cloned disk image. The file still wins (the fleet
+ * may know the node by that name, docs/state.md), but two hosts reporting as one node is silent
+ * damage, so it is said at every start until someone decides. A renamed host (same hash) is not.
+ */
+async function warnIfForeign(opts: ResolveNodeIdOptions, file: string, persisted: string): Promise<void> {
+  const mine = DERIVED_HASH.exec(persisted)?.[1];
+  if (mine === undefined) return; // a chosen name (an earlier nodeId setting), not a derived one
+  const here = await derive(opts, undefined).catch(() => null);
+  const theirs = here ? DERIVED_HASH.exec(here.nodeId)?.[1] : undefined;
+  if (!here || theirs === undefined || theirs === mine) return;
+  opts.logger?.warn(
+    { file, persisted, derivedHere: here.nodeId },
+    `the node id in the state dir (${persisted}) was not derived on this host (here it would be ${here.nodeId}): kept, the file wins; if this state dir or disk image was copied from another host, stop the agent, remove ${file} (or set nodeId) and start again`,
+  );
+}
+
+/** `<hostname>-<hash of the machine id, else of the primary MAC>`; throws NodeIdError with neither. */
+async function derive(opts: ResolveNodeIdOptions, logger: ResolveNodeIdOptions['logger']): Promise<{ nodeId: string; source: NodeIdSource }> {
   const host = sanitizeHostname((opts.hostname ?? os.hostname)());
   // Any failure to read the machine id means "none"; the MAC is the documented stand-in.
   let machineId = await (opts.readMachineId ?? (() => defaultReadMachineId()))().catch(() => null);
   if (machineId && SHARED_MACHINE_IDS.has(machineId.trim().toLowerCase())) {
     const why = /^0+$/.test(machineId.trim()) ? 'is all zeros' : 'is one known to be shared by cloned images';
-    opts.logger?.warn({ machineIdFiles: MACHINE_ID_FILES }, `the machine id ${why}; treating it as absent and deriving the node id from the primary MAC (run systemd-machine-id-setup, or set nodeId)`);
+    logger?.warn({ machineIdFiles: MACHINE_ID_FILES }, `the machine id ${why}; treating it as absent and deriving the node id from the primary MAC (run systemd-machine-id-setup, or set nodeId)`);
     machineId = null;
   }
-  let derived: { nodeId: string; source: NodeIdSource };
-  if (machineId) {
-    derived = { nodeId: `${host}-${sha12(machineId)}`, source: 'machine-id' };
-  } else {
-    const mac = await (opts.primaryMac ?? hostPrimaryMac)();
-    if (!mac) {
-      // No stable input at all: a random id would be persisted but lost with the state dir, so ask for one.
-      throw new Error('cannot derive a node id: no machine id and no stable physical network interface; set nodeId in the config or PERSYS_NODE_ID');
-    }
-    derived = { nodeId: `${host}-${sha12(mac.toLowerCase())}`, source: 'mac' };
+  if (machineId) return { nodeId: `${host}-${sha12(machineId)}`, source: 'machine-id' };
+  const mac = await (opts.primaryMac ?? hostPrimaryMac)();
+  if (!mac) {
+    // No stable input at all: a random id would be persisted but lost with the state dir, so ask for one.
+    throw new NodeIdError('cannot derive a node id: no machine id and no stable physical network interface; set nodeId in the config or PERSYS_NODE_ID');
   }
-  if (write) await persist(opts.stateDir, file, derived.nodeId);
-  return derived;
+  return { nodeId: `${host}-${sha12(mac.toLowerCase())}`, source: 'mac' };
 }

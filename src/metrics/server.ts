@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../log.js';
+import { listenError, ListenError } from '../util/listen-error.js';
 import type { ReadinessCheck } from './readiness.js';
 
 export interface MetricsServerDeps {
@@ -15,8 +16,14 @@ export interface MetricsServerDeps {
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
   if (!m) throw new Error(`metrics.listen: cannot parse "${listen}"`);
-  return { host: m[1] ?? m[2] ?? '127.0.0.1', port: Number(m[3]) };
+  const port = Number(m[3]);
+  // The schema allows up to 5 digits; 65536-99999 would make listen() throw a RangeError.
+  if (port > 65535) throw new ListenError('metrics.listen', listen, undefined, `cannot listen on ${listen} (metrics.listen): port ${port} is above 65535; set metrics.listen to host:port with a port of 0-65535, or "off"`);
+  return { host: m[1] ?? m[2] ?? '127.0.0.1', port };
 }
+
+/** What to do about a metrics address that cannot be opened. */
+const METRICS_FIX = 'stop what holds it, or set metrics.listen (PERSYS_METRICS_LISTEN) to a free host:port or "off"';
 
 /** GET /metrics, /healthz, /readyz and /health (alias of /readyz kept from the first design). */
 export async function startMetricsServer(listen: string, deps: MetricsServerDeps): Promise<{ server: Server; port: number; close: () => Promise<void> }> {
@@ -48,10 +55,12 @@ export async function startMetricsServer(listen: string, deps: MetricsServerDeps
       }
     })();
   });
+  // A busy or foreign address is the host's setup, not a crash: one line naming it and the key (exit 2).
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (err: unknown) => reject(listenError('metrics.listen', listen, err, METRICS_FIX));
+    server.once('error', fail);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve();
     });
   });

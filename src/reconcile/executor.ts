@@ -246,7 +246,18 @@ const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
     const rt = runtimeFor(ctx, o.type);
     const rec = syncDesired(recordOf(ctx, step.workload), step.workload, step.specHash);
     save(ctx, withPhase(rec, 'Starting', step.reason, ctx.now()));
-    await rt.start(o, ctx.signal);
+    try {
+      await rt.start(o, ctx.signal);
+    } catch (err) {
+      // The runtime says this object can never start again (e.g. an engine restarted mid-start left its
+      // id taken): replace it now, as a repair, rather than retry a start that cannot work.
+      if (!(err instanceof WorkloadError && err.details?.replace === true)) throw err;
+      ctx.deps.logger.warn({ workloadId: step.workloadId, err: err.message }, `${step.workloadId} cannot be started again; replacing it`);
+      const reason = `${err.message}; replacing it`;
+      save(ctx, withPhase(recordOf(ctx, step.workload), 'Pending', reason, ctx.now()));
+      await EXECUTORS.repair({ ...step, kind: 'repair', problem: err.message, reason }, ctx);
+      return;
+    }
     save(ctx, withSuccess({ ...recordOf(ctx, step.workload), actualState: 'running', runtimeId: o.runtimeId }, 'Running', '', ctx.now()));
   },
 

@@ -78,12 +78,18 @@ export function settleRecords(i: SettleInput): RecordChanges {
   return out;
 }
 
-/** A desired workload whose runtime is down: RUNTIME_UNAVAILABLE, a running one stays Running. */
+/**
+ * A desired workload whose runtime is down: RUNTIME_UNAVAILABLE, a running one stays Running. Its
+ * backoff ends: the failures that built it were mostly the engine going away under a step, and the
+ * workload must be judged afresh (and converge) as soon as the engine is back, not a backoff later.
+ * The attempts count stays, so a workload that really fails still gives up.
+ */
 export function unavailable(before: WorkloadRecord | undefined, w: WorkloadBase, msg: string, now: Date): WorkloadRecord {
   const base = before ?? newRecord(w, now);
   const err = new WorkloadError('RUNTIME_UNAVAILABLE', msg);
   return {
     ...withPhase(base, before?.phase === 'Running' ? 'Running' : 'Pending', msg, now),
+    retry: { ...base.retry, nextRetryAt: null },
     actualState: before?.actualState === 'running' ? 'running' : 'unknown',
     desiredState: w.desiredState ?? 'running',
     revision: w.revision,

@@ -127,6 +127,20 @@ export interface TypeDescriptor<W extends WorkloadBase = WorkloadBase> {
   images?(w: W): string[];
   /** Names of the document's storage volumes (`volumes[].name`) the workload mounts or attaches. */
   volumeRefs?(w: W): string[];
+  /**
+   * Volumes the workload declares itself (a VM's disks with `pool:`): planned, admitted against
+   * their pool's quota, created and reclaimed with the document's `volumes`, after them in
+   * workload order. Their names are also in volumeRefs, so the storage gate holds the workload.
+   */
+  ownVolumes?(w: W): OwnVolume[];
+}
+
+/** A volume a workload declares itself (TypeDescriptor.ownVolumes). */
+export interface OwnVolume {
+  name: string;
+  pool: string;
+  sizeBytes: number;
+  reclaimPolicy: 'retain' | 'delete';
 }
 
 /** What one workload asks of the host; a field left out asks nothing of that resource. */

@@ -2,6 +2,7 @@ import * as v from 'valibot';
 import { positiveInt, safeName } from './common.js';
 import { maintenanceWindows, updatePolicyOf } from './maintenance.js';
 import { BUILTIN_TYPE_NAMES, WORKLOAD_SCHEMAS } from '../runtimes/registry.js';
+import { poolDiskVolumeName } from '../runtimes/libvirt/ids.js';
 
 const d = v.description;
 
@@ -109,7 +110,7 @@ export const desiredStateDocument = v.pipe(
       });
     });
   }),
-  // Volume and pool names are unique, and a volume names a declared pool.
+  // Volume and pool names are unique, a volume names a declared pool, a VM disk's pool is a declared libvirt pool.
   v.rawCheck(({ dataset, addIssue }) => {
     const doc: unknown = dataset.value;
     if (typeof doc !== 'object' || doc === null) return;
@@ -128,13 +129,38 @@ export const desiredStateDocument = v.pipe(
       return seen;
     };
     const pools = names('storagePools');
-    names('volumes');
+    const volNames = names('volumes');
     const vols = rec.volumes;
-    if (!Array.isArray(vols)) return;
-    vols.forEach((x: unknown, i) => {
-      const pool = typeof x === 'object' && x !== null ? (x as { pool?: unknown }).pool : undefined;
-      // A malformed name has its own issue already.
-      if (typeof pool === 'string' && v.is(POOL_NAME, pool) && !pools.has(pool)) addIssue({ message: `pool ${pool} is not declared in storagePools`, input: pool, path: issuePath(rec, 'volumes', i, 'pool') });
+    if (Array.isArray(vols)) {
+      vols.forEach((x: unknown, i) => {
+        const pool = typeof x === 'object' && x !== null ? (x as { pool?: unknown }).pool : undefined;
+        // A malformed name has its own issue already.
+        if (typeof pool === 'string' && v.is(POOL_NAME, pool) && !pools.has(pool)) addIssue({ message: `pool ${pool} is not declared in storagePools`, input: pool, path: issuePath(rec, 'volumes', i, 'pool') });
+      });
+    }
+    // A VM disk with `pool:` is a qcow2 volume in a declared libvirt pool, named <workload id>.<disk>.
+    const poolList = Array.isArray(rec.storagePools) ? (rec.storagePools as unknown[]) : [];
+    const typeOf = (name: string): unknown => (poolList[pools.get(name) ?? -1] as { type?: unknown } | undefined)?.type;
+    const owners = new Map<string, string>();
+    for (const [n, i] of volNames) owners.set(n, `volumes[${i}]`);
+    const workloads = Array.isArray(rec.workloads) ? (rec.workloads as unknown[]) : [];
+    workloads.forEach((w, i) => {
+      const wl = (typeof w === 'object' && w !== null ? w : {}) as { id?: unknown; type?: unknown; spec?: { disks?: unknown } };
+      if (wl.type !== 'vm' || typeof wl.id !== 'string' || !Array.isArray(wl.spec?.disks)) return;
+      const disks = wl.spec.disks as unknown[];
+      disks.forEach((dk, j) => {
+        const disk = (typeof dk === 'object' && dk !== null ? dk : {}) as { name?: unknown; pool?: unknown };
+        if (typeof disk.pool !== 'string' || !v.is(POOL_NAME, disk.pool)) return;
+        const path = deepPath(rec, ['workloads', i, 'spec', 'disks', j, 'pool']);
+        const here = `workloads[${i}].spec.disks[${j}]`;
+        if (!pools.has(disk.pool)) addIssue({ message: `pool ${disk.pool} is not declared in storagePools`, input: disk.pool, path });
+        else if (typeOf(disk.pool) !== 'libvirt') addIssue({ message: `pool ${disk.pool} is of type ${String(typeOf(disk.pool))}; VM disks need a pool of type libvirt`, input: disk.pool, path });
+        if (typeof disk.name !== 'string') return;
+        const vol = poolDiskVolumeName(wl.id as string, disk.name);
+        const other = owners.get(vol);
+        if (other !== undefined) addIssue({ message: `the volume of this disk, ${vol}, has the name of ${other}'s; rename one`, input: disk.pool, path });
+        else owners.set(vol, here);
+      });
     });
   }),
   // update.lockFile must lie inside a mount of the workload, so the agent can find it on the host.
@@ -172,6 +198,19 @@ export function lockFileProblem(w: { type?: unknown; spec?: unknown }, file: str
 export function isUnder(file: string, dir: string): boolean {
   const base = dir.endsWith('/') ? dir : `${dir}/`;
   return file.startsWith(base) && file.length > base.length;
+}
+
+/** The issue path of doc[k0][k1]...: one path item per key (a number indexes an array). */
+function deepPath(doc: Record<string, unknown>, keys: readonly (string | number)[]): [v.IssuePathItem, ...v.IssuePathItem[]] {
+  const out: v.IssuePathItem[] = [];
+  let cur: unknown = doc;
+  for (const k of keys) {
+    const value = (cur as Record<string | number, unknown>)[k];
+    if (typeof k === 'number') out.push({ type: 'array', origin: 'value', input: cur as unknown[], key: k, value });
+    else out.push({ type: 'object', origin: 'value', input: cur as Record<string, unknown>, key: k, value });
+    cur = value;
+  }
+  return out as [v.IssuePathItem, ...v.IssuePathItem[]];
 }
 
 /** The issue path of `doc[key][i][field]`, for a cross-field check. */

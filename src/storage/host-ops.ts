@@ -66,6 +66,17 @@ export function hostVolumeOps(o: HostOpsOptions): VolumeOps & { loopDevicesOf(im
     const { stdout } = await run('losetup', ['-j', image]);
     return stdout.split('\n').map((l) => l.split(':')[0]?.trim() ?? '').filter((d) => d.startsWith('/dev/'));
   };
+  /** Domains (running ones, or all) that have `path` as a disk: `virsh domblklist --details` of each. */
+  const domainsUsing = async (path: string, all: boolean): Promise<string[]> => {
+    const names = (await virsh(['list', '--name', ...(all ? ['--all'] : [])])).stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    const out: string[] = [];
+    for (const n of names) {
+      const blk = await virsh(['domblklist', n, '--details']).catch(() => null);
+      // " file   disk     vda      /path/x.qcow2" per disk.
+      if (blk?.stdout.split('\n').some((l) => l.trim().split(/\s+/).slice(3).join(' ') === path)) out.push(n);
+    }
+    return out;
+  };
   return {
     loopDevicesOf,
     async mkdir(path, mode, uid, gid) {
@@ -158,11 +169,20 @@ export function hostVolumeOps(o: HostOpsOptions): VolumeOps & { loopDevicesOf(im
       return (await virsh(['vol-path', '--pool', pool, vol])).stdout.trim();
     },
     async libvirtVolResize(pool, vol, sizeBytes) {
-      await virsh(['vol-resize', '--pool', pool, vol, `${sizeBytes}b`]);
+      const path = (await virsh(['vol-path', '--pool', pool, vol])).stdout.trim();
+      // A running domain holds QEMU's write lock on its disk, so qemu-img (vol-resize) cannot open
+      // it: QEMU itself grows it then (blockresize), and the guest sees the new size at once.
+      const running = await domainsUsing(path, false);
+      if (running[0] !== undefined) await virsh(['blockresize', running[0], path, `${sizeBytes}B`]);
+      else await virsh(['vol-resize', '--pool', pool, vol, `${sizeBytes}b`]);
     },
     async libvirtVolDelete(pool, vol) {
       const existing = await virsh(['vol-path', '--pool', pool, vol]).catch(() => null);
-      if (existing) await virsh(['vol-delete', '--pool', pool, vol]);
+      if (!existing) return;
+      // libvirt deletes a volume a domain still names; never do that (a failed VM removal is retried first).
+      const users = await domainsUsing(existing.stdout.trim(), true);
+      if (users.length > 0) throw new Error(`volume ${vol} in pool ${pool} is still a disk of domain ${users.join(', ')}; it is deleted once the domain is gone`);
+      await virsh(['vol-delete', '--pool', pool, vol]);
     },
   };
 }

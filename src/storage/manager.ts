@@ -15,7 +15,7 @@ import type { StatusReport } from '../spec/status-report.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { storageGate } from './gate.js';
 import type { VolumeOps } from './host-ops.js';
-import { planStorage, type StoragePlan, type VolumeAction } from './plan.js';
+import { documentVolumes, planStorage, type StoragePlan, type VolumeAction } from './plan.js';
 import { emptyStorageState, enforcementOf, type PoolDecl, type StorageState, type VolumeDecl, type VolumeState } from './types.js';
 import { createVolume, deleteVolume, growVolume, reattachVolume, resumeVolume, type VolumeContext, type VolumeRecords } from './volumes.js';
 
@@ -120,7 +120,7 @@ export class StorageManager {
   }
 
   plan(doc: StorageDocument | null): StoragePlan {
-    return planStorage({ pools: doc ? (doc.storagePools ?? []) : null, volumes: doc ? (doc.volumes ?? []) : null, state: this.state, allowedPrefixes: this.o.allowedPrefixes });
+    return planStorage({ pools: doc ? (doc.storagePools ?? []) : null, volumes: doc ? documentVolumes(doc, this.o.types) : null, state: this.state, allowedPrefixes: this.o.allowedPrefixes });
   }
 
   /** Pools and volume creates/grows of this pass; the gate the workload plan applies. */
@@ -142,7 +142,7 @@ export class StorageManager {
       }
     }
     if (changed) p = this.plan(doc);
-    const declared = new Set((doc?.volumes ?? []).map((v) => v.name));
+    const declared = new Set((doc ? documentVolumes(doc, this.o.types) : []).map((v) => v.name));
     // Two rounds: an interrupted delete of a declared volume is finished, then the volume made afresh.
     for (let round = 0; round < 2; round++) {
       let again = false;
@@ -250,7 +250,7 @@ export class StorageManager {
     }));
     for (const [name, d] of p.denied) {
       if (Object.hasOwn(this.state.volumes, name)) continue;
-      const decl = doc?.volumes?.find((x) => x.name === name);
+      const decl = doc ? documentVolumes(doc, this.o.types).find((x) => x.name === name) : undefined;
       volumes.push({ name, pool: decl?.pool ?? '', sizeBytes: decl?.sizeBytes ?? 0, usedBytes: 0, attachedTo: users.get(name) ?? [], phase: 'Refused', reclaimPolicy: decl?.reclaimPolicy ?? 'retain', error: `${d.code}: ${d.message}` });
     }
     volumes.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

@@ -9,8 +9,20 @@
  * order, so the same document on the same host always admits the same volumes.
  */
 import type { ErrorCode } from '../errors/index.js';
+import type { TypeRegistry } from '../runtimes/registry.js';
+import type { WorkloadBase } from '../runtimes/runtime.js';
 import { formatBytes } from '../resources/units.js';
 import { enforcementOf, type Enforcement, type PoolDecl, type PoolState, type PoolType, type StorageState, type VolumeDecl, type VolumeState } from './types.js';
+
+/**
+ * Every volume a document declares: `volumes[]`, then the ones its workloads declare themselves
+ * (a VM's disks with `pool:`), in workload order, so admission order is stable.
+ */
+export function documentVolumes(doc: { workloads: readonly WorkloadBase[]; volumes?: readonly VolumeDecl[] | undefined }, types: TypeRegistry): VolumeDecl[] {
+  const out: VolumeDecl[] = [...(doc.volumes ?? [])];
+  for (const w of doc.workloads) for (const o of types.get(w.type)?.ownVolumes?.(w) ?? []) out.push({ name: o.name, pool: o.pool, sizeBytes: o.sizeBytes, reclaimPolicy: o.reclaimPolicy });
+  return out;
+}
 
 export const DEFAULT_STORAGE_PREFIXES: readonly string[] = ['/var/lib/persys-agent/pools'];
 

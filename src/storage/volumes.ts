@@ -11,6 +11,7 @@
  * not formatted to the end is thrown away and made again, one that was is attached and used.
  */
 import { join } from 'node:path';
+import { libvirtVolName } from '../runtimes/libvirt/ids.js';
 import { volumeLabels, type VolumeOps } from './host-ops.js';
 import { CREATE_STEPS, type CreateStep, type PoolDecl, type VolumeDecl, type VolumeState } from './types.js';
 
@@ -42,7 +43,7 @@ export function volumePaths(pool: PoolDecl, name: string): { path: string; devic
   }
 }
 
-export const libvirtVolName = (name: string): string => `${name}.qcow2`;
+export { libvirtVolName };
 
 /** A new volume: its intent is recorded first, then it is built. */
 export async function createVolume(ctx: VolumeContext, pool: PoolDecl, decl: VolumeDecl): Promise<VolumeState> {

@@ -76,13 +76,20 @@ export async function acquireStateDirLock(stateDir: string): Promise<StateDirLoc
   const text = `${JSON.stringify(me)}\n`;
   for (let attempt = 0; attempt < 5; attempt++) {
     const tmp = tempFileFor(file);
-    const fh = await fsp.open(tmp, 'wx', 0o600);
+    let fh: fsp.FileHandle | undefined;
     try {
+      fh = await fsp.open(tmp, 'wx', 0o600);
       await fh.writeFile(text);
       await fh.sync();
-    } finally {
-      await fh.close();
+    } catch (err) {
+      // A full disk (ENOSPC) must not leave a partial temp file behind for the next start to sweep.
+      await fh?.close().catch(() => undefined);
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      // Name the file: a bare "ENOSPC: no space left on device, write" at start does not say where.
+      const e = err as NodeJS.ErrnoException;
+      throw Object.assign(new Error(`cannot write the state dir lock ${file}: ${e.message}`, { cause: err }), { code: e.code });
     }
+    await fh.close();
     try {
       await fsp.link(tmp, file);
       await fsp.rm(tmp, { force: true });

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import * as v from 'valibot';
 
+import type { ErrorCode } from '../errors/codes.js';
 import type { Logger } from '../log.js';
 import { sweepStaleTempFiles, writeFileAtomic } from '../util/atomic-write.js';
 import { emptyStoreData, STORE_SCHEMA_VERSION, type DesiredStateEntry, type StoreData, type SyncState, type WorkloadRecord } from './types.js';
@@ -26,6 +27,15 @@ const LEGACY_TEMP = /^(state\.json\.tmp|status\.json\.\d+\.[0-9a-f]{8}\.tmp|agen
  * once per report. A restart continues above the reservation, so seq never goes backwards.
  */
 export const SEQ_BLOCK = 1000;
+
+/**
+ * The error code of a failed store write: a full disk (or quota) is NO_SPACE, which says what to do
+ * (free space); anything else is INTERNAL.
+ */
+export function storeErrorCode(err: unknown): ErrorCode {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT' ? 'NO_SPACE' : 'INTERNAL';
+}
 
 // --- reading, validation, migration --------------------------------------------------------------
 
@@ -266,6 +276,8 @@ export class Store {
   private inFlight: Promise<void> | null = null;
   private desiredChain: Promise<unknown> = Promise.resolve();
   private lastError: Error | null = null;
+  /** The last desired.json write failed (its generation is not applied); cleared by the next that succeeds. */
+  private desiredError: Error | null = null;
   private retryDelayMs: number;
   private retryTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -339,9 +351,20 @@ export class Store {
     return store;
   }
 
-  /** False while the last write failed (it is being retried): for /readyz. */
+  /**
+   * False while the last write of state.json or of desired.json failed (state.json is retried with
+   * backoff, desired.json at the next pull): for /readyz and persys_store_writable.
+   */
   get writable(): boolean {
-    return this.lastError === null;
+    return this.lastError === null && this.desiredError === null;
+  }
+
+  /** Why the store is not writable, file by file (e.g. `desired.json: ENOSPC: no space left on device, write`); null while it is. */
+  get writeError(): string | null {
+    const parts: string[] = [];
+    if (this.lastError) parts.push(`${STATE_FILE}: ${this.lastError.message}`);
+    if (this.desiredError) parts.push(`${DESIRED_FILE}: ${this.desiredError.message}`);
+    return parts.length > 0 ? parts.join('; ') : null;
   }
 
   /** The live state. Read it freely; change it only through `update()` and the setters so the change is persisted. */
@@ -457,9 +480,11 @@ export class Store {
       await writeFileAtomic(this.desiredFile, JSON.stringify({ schemaVersion: STORE_SCHEMA_VERSION, desired: entry }), { mode: 0o600, fsync: this.fsync });
     } catch (err) {
       this.writeErrors += 1;
+      this.desiredError = err instanceof Error ? err : new Error(String(err));
       this.logger.error({ file: this.desiredFile, err: err instanceof Error ? err.message : String(err) }, 'desired state could not be stored; it is not applied');
       throw err;
     }
+    this.desiredError = null;
     this.noteWrite(performance.now() - started);
   }
 

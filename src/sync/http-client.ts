@@ -389,9 +389,10 @@ export class HttpClient {
    * Redirects: at most MAX_REDIRECTS, same scheme only (so never https -> http), each target
    * checked like the first URL; the bearer token goes only to the origin first asked. A POST
    * follows only 307/308 (which keep the method and body). A 401 re-reads the token file once
-   * and, when it changed, repeats the request with the new token.
+   * and, when it changed, repeats the request with the new token. `handle` gets the URL that
+   * answered (after redirects), so an error can name the host that actually refused.
    */
-  async request<T>(url: URL, opts: HttpRequestOptions, handle: (res: HttpResponse) => Promise<T>): Promise<T> {
+  async request<T>(url: URL, opts: HttpRequestOptions, handle: (res: HttpResponse, answeredBy: URL) => Promise<T>): Promise<T> {
     if (this.#closed) throw new Error('HTTP client is closed');
     this.checkUrl(url);
     const extra = Math.max(0, opts.extraTimeoutMs ?? 0);
@@ -433,7 +434,7 @@ export class HttpClient {
           continue;
         }
         try {
-          return await handle(res);
+          return await handle(res, current);
         } finally {
           if (!res.body.readableEnded && !res.body.destroyed) discardBody(res.body);
         }

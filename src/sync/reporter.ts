@@ -239,16 +239,17 @@ export class StatusReporter {
       await client.request(
         url,
         { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body, signal },
-        async (res) => {
+        async (res, answeredBy) => {
           if (res.statusCode >= 200 && res.statusCode <= 299) {
             await res.body.dump();
             return;
           }
+          const where = answeredBy.href === url.href ? shown : `${shown} (redirected to ${redactUrl(answeredBy)})`;
           const snippet = await readSnippet(res.body, ERROR_SNIPPET_BYTES);
           const retryAfterMs =
             res.statusCode === 429 || res.statusCode === 503 ? parseRetryAfter(headerValue(res.headers, 'retry-after')) : undefined;
           throw new SendError(
-            `POST ${shown}: ${res.statusCode}${res.statusText ? ` ${res.statusText}` : ''}${snippet ? `: ${snippet}` : ''}`,
+            `POST ${where}: ${res.statusCode}${res.statusText ? ` ${res.statusText}` : ''}${snippet ? `: ${snippet}` : ''}`,
             retryAfterMs,
           );
         },

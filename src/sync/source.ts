@@ -202,10 +202,11 @@ export class DesiredStateSource {
           extraTimeoutMs: waitSeconds * 1000,
           ...(this.#timeoutMs !== undefined ? { timeoutMs: this.#timeoutMs } : {}),
         },
-        (res) => {
+        (res, answeredBy) => {
           const waitApplied = parsePreferenceAppliedWait(headerValue(res.headers, 'preference-applied'));
           if (waitApplied !== undefined) applied.waitApplied = waitApplied;
-          return this.#handleResponse(res, shown, opts);
+          // After a redirect the error names both: the URL configured and the host that answered.
+          return this.#handleResponse(res, answeredBy.href === url.href ? shown : `${shown} (redirected to ${redactUrl(answeredBy)})`, opts);
         },
       );
     } catch (err) {

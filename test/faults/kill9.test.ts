@@ -17,18 +17,15 @@
  * Seed: KILL9_SEED (printed); rounds: KILL9_ROUNDS (default 30).
  * Prints: rounds, kills that landed mid-step, time to converge p50/max.
  *
- * Also here: the "rollback below the running generation" defect, with the state dir on a full
- * tmpfs: a generation that cannot be stored is not applied, the error is reported, the store is
- * retried, and a SIGKILL + restart with the source unreachable does not bring back an older env.
+ * The "rollback below the running generation" defect on a full state dir is tested with the other
+ * full-disk faults, in full-disks.test.ts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 
 import Docker from 'dockerode';
 
@@ -37,7 +34,6 @@ import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engi
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 
-const exec = promisify(execFile);
 const skip = await requireEngine('docker');
 const IMAGE = 'persys-test/busybox:1';
 const FLEET = 200;
@@ -66,7 +62,7 @@ const workload = (id: string, desiredState: 'running' | 'stopped', env: string):
   spec: { image: IMAGE, command: ['sleep', '3600'], env: { V: env }, stopTimeoutSeconds: 1, network: { mode: 'none' } },
 });
 
-/** The agent config both parts use: loopback fleet server, 1 s polls and heartbeats, metrics off. */
+/** The agent config: loopback fleet server, 1 s polls and heartbeats, metrics off. */
 function writeConfig(file: string, nodeId: string, stateDir: string, server: FleetServer, reconcile: Record<string, number>): Promise<void> {
   return writeFile(
     file,
@@ -91,9 +87,7 @@ const pct = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
 };
 
-const ONLY = process.env.KILL9_ONLY; // 'rounds' | 'full-disk': run one part while developing
-
-describe('kill -9 at random moments: the store survives, nothing is duplicated or orphaned, seq never goes back', { skip: skip || (ONLY === 'full-disk' && 'KILL9_ONLY=full-disk'), timeout: 900_000 }, () => {
+describe('kill -9 at random moments: the store survives, nothing is duplicated or orphaned, seq never goes back', { skip, timeout: 900_000 }, () => {
   const nodeId = testNodeId('test-kill9');
   const docker = new Docker({ socketPath: '/var/run/docker.sock' });
   const random = seededRandom(SEED);
@@ -224,107 +218,5 @@ describe('kill -9 at random moments: the store survives, nothing is duplicated o
       `${server.reports(nodeId).length} reports, seq never backwards, store never moved aside\n`;
     process.stdout.write(line);
     assert.ok(midStep > 0, 'at least one kill landed mid-step (else the moments are not random enough)');
-  });
-});
-
-describe('rollback below the running generation: a desired state that cannot be stored is not applied', { skip: skip || (ONLY === 'rounds' && 'KILL9_ONLY=rounds'), timeout: 300_000 }, () => {
-  const nodeId = testNodeId('test-fullstate');
-  const docker = new Docker({ socketPath: '/var/run/docker.sock' });
-  let dir: string;
-  let stateDir: string;
-  let mounted = false;
-  let server: FleetServer;
-  let agent: AgentProcess | undefined;
-  let configPath: string;
-  let generation = 0;
-
-  const publish = (env: string) => {
-    generation += 1;
-    server.setDocument(nodeId, {
-      apiVersion: 'persys.dev/v1',
-      kind: 'DesiredState',
-      nodeId,
-      generation,
-      workloads: [{ id: 'web', type: 'container', spec: { image: IMAGE, command: ['sleep', '3600'], env: { A: env }, stopTimeoutSeconds: 1, network: { mode: 'none' } } }],
-    });
-    return generation;
-  };
-  const web = async () => {
-    const list = await docker.listContainers({ all: true, filters: { label: [`dev.persys.node-id=${nodeId}`] } });
-    assert.ok(list.length <= 1, `${list.length} containers`);
-    if (list.length === 0) return undefined;
-    const info = await docker.getContainer(list[0]!.Id).inspect();
-    return { id: info.Id, env: (info.Config.Env ?? []).find((e) => e.startsWith('A=')) };
-  };
-  const fill = () => exec('sh', ['-c', `dd if=/dev/zero of=${join(stateDir, 'filler')} bs=4k 2>/dev/null; true`]);
-  const free = () => rm(join(stateDir, 'filler'), { force: true });
-  const waitReport = (what: string, pred: (r: JsonObject) => boolean, timeoutMs = 30_000) =>
-    server.waitForReport(nodeId, pred, timeoutMs).catch((err: unknown) => {
-      throw new Error(`${what}: ${String(err)}\n--- agent log ---\n${agent?.dump() ?? ''}`);
-    });
-  const lastError = (r: JsonObject) => ((r.sync as { lastError?: { message?: string } | null } | undefined)?.lastError?.message ?? '');
-
-  before(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'persys-fullstate-'));
-    stateDir = join(dir, 'state');
-    await mkdir(stateDir, { recursive: true });
-    // A small tmpfs of our own for the state dir (root only; CI runs as root).
-    await exec('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', stateDir]);
-    mounted = true;
-    server = await startFleetServer({ tls: null });
-    configPath = join(dir, 'config.json');
-    await writeConfig(configPath, nodeId, stateDir, server, { intervalSeconds: 1 });
-  });
-
-  after(async () => {
-    await agent?.stop('SIGKILL').catch(() => undefined);
-    await cleanupDockerByLabel(nodeId).catch(() => undefined);
-    await server?.close();
-    if (mounted) await exec('umount', [stateDir]).catch(() => undefined);
-    if (dir) await rm(dir, { recursive: true, force: true });
-  });
-
-  it('generation 2 is not applied on a full state dir, the error is reported, a restart with the source down keeps generation 1 without churn, and freed space lets the retry apply it', async () => {
-    publish('1');
-    agent = AgentProcess.start(['run', '--config', configPath]);
-    const g1 = await waitFor('generation 1 running', async () => {
-      const w = await web();
-      return w?.env === 'A=1' ? w : undefined;
-    }, 60_000).catch((err: unknown) => {
-      throw new Error(`${String(err)}\n--- agent log ---\n${agent?.dump() ?? ''}`);
-    });
-
-    await fill();
-    const g2 = publish('2');
-    const r = await waitReport('the store error of generation 2', (r) => /generation 2 not applied: it could not be stored/.test(lastError(r)));
-    assert.equal((r as Report).observedGeneration, 1, 'the report keeps generation 1 as observed');
-    await new Promise((res) => setTimeout(res, 3000)); // several reconcile intervals
-    assert.deepEqual(await web(), g1, 'generation 2 was not applied while it could not be stored');
-
-    // SIGKILL, space back so the agent can start, the source unreachable: no rollback, no churn.
-    await agent.stop('SIGKILL');
-    await free();
-    server.setFault(nodeId, { status: 503 });
-    const before = server.reports(nodeId).length;
-    agent = AgentProcess.start(['run', '--config', configPath]);
-    await waitReport('a report from the restarted agent', (r) => (r as Report).observedGeneration === 1 && server.reports(nodeId).length > before);
-    await new Promise((res) => setTimeout(res, 3000));
-    assert.deepEqual(await web(), g1, 'after the restart: the same container with generation 1 env, never recreated');
-
-    // The source is back: generation 2 is stored and applied.
-    server.setFault(nodeId, null);
-    await waitFor('generation 2 applied', async () => (await web())?.env === 'A=2', 60_000);
-    await waitReport('generation 2 observed', (r) => (r as Report).observedGeneration === g2);
-
-    // Full again, generation 3: not applied; free the space without a restart: the agent retries and applies it.
-    await fill();
-    const g3 = publish('3');
-    await waitReport('the store error of generation 3', (r) => /generation 3 not applied/.test(lastError(r)));
-    assert.equal((await web())?.env, 'A=2');
-    await free();
-    await waitFor('generation 3 applied after the retry', async () => (await web())?.env === 'A=3', 90_000);
-    await waitReport('generation 3 observed, no error', (r) => (r as Report).observedGeneration === g3 && lastError(r) === '');
-    const left = (await readdir(stateDir)).filter((f) => f.includes('.tmp') || f.includes('.corrupt-'));
-    assert.deepEqual(left, [], 'no temp file and nothing moved aside on the full disk');
   });
 });

@@ -58,14 +58,28 @@ export type DocumentFault =
       /** Location header (a redirect with a 3xx status). */
       location?: string;
     }
-  | { invalidJson: true };
+  | { invalidJson: true }
+  | RawFault;
+
+/**
+ * Any answer at all (hostile-server tests: a reset mid-body, a stall after the headers, an endless
+ * body): the handler owns the response. The request stays recorded with status 0 unless the
+ * handler calls `answered(status)` once it has sent the status line.
+ */
+export interface RawFault {
+  respond: (req: http.IncomingMessage, res: http.ServerResponse, answered: (status: number) => void) => void;
+}
 
 /** A fault on the status side: the POST is answered with this instead of 204 and NOT recorded as a report. */
-export interface StatusFault {
-  status: number;
-  retryAfter?: number | string;
-  body?: string;
-}
+export type StatusFault =
+  | {
+      status: number;
+      retryAfter?: number | string;
+      body?: string;
+      /** Location header (a redirect with a 3xx status). */
+      location?: string;
+    }
+  | RawFault;
 
 export type JsonObject = Record<string, unknown>;
 
@@ -111,6 +125,11 @@ export interface FleetServer {
   setFault(nodeId: string, fault: DocumentFault | null): void;
   setStatusFault(nodeId: string, fault: StatusFault | null): void;
   setRequiredToken(token: string | null): void;
+  /**
+   * Serves another certificate from now on (e.g. one from a CA the agent does not trust) and drops
+   * open connections, so the next request makes a new handshake. TLS servers only.
+   */
+  setTls(tls: { certFile: string; keyFile: string }): Promise<void>;
   /** Recorded requests in arrival order, optionally filtered; status is 0 while a request is unanswered (held). */
   requests(filter?: { nodeId?: string; kind?: RecordedRequest['kind']; method?: string }): RecordedRequest[];
   clearRequests(): void;
@@ -268,6 +287,10 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
   function serveDocument(req: http.IncomingMessage, res: http.ServerResponse, nodeId: string, mayWait: boolean): void {
     const fault = faults.get(nodeId);
     if (fault !== undefined) {
+      if ('respond' in fault) {
+        respondRaw(fault, req, res);
+        return;
+      }
       if ('invalidJson' in fault) {
         send(res, 200, { 'content-type': 'application/json' }, '{"apiVersion": "persys.dev/v1", this is not json');
         return;
@@ -294,6 +317,16 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
       return;
     }
     send(res, 200, { 'content-type': 'application/json', etag: doc.etag, 'cache-control': 'no-cache' }, doc.body);
+  }
+
+  function respondRaw(fault: RawFault, req: http.IncomingMessage, res: http.ServerResponse): void {
+    const entry = entries.get(res);
+    fault.respond(req, res, (status) => {
+      if (entry === undefined || entry.status !== 0) return;
+      entry.status = status;
+      entry.durationMs = Date.now() - entry.receivedAt;
+      events.emit('request', entry);
+    });
   }
 
   function hold(req: http.IncomingMessage, res: http.ServerResponse, nodeId: string, waitSeconds: number): void {
@@ -345,8 +378,13 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
       entry.json = json;
       const fault = statusFaults.get(nodeId);
       if (fault !== undefined) {
+        if ('respond' in fault) {
+          respondRaw(fault, req, res);
+          return;
+        }
         const headers: Record<string, string> = { 'content-type': 'text/plain' };
         if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter);
+        if (fault.location !== undefined) headers.location = fault.location;
         send(res, fault.status, headers, fault.body ?? `fault ${fault.status}\n`);
         return;
       }
@@ -450,6 +488,12 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<FleetS
     },
     setRequiredToken(token) {
       requiredToken = token;
+    },
+    async setTls(tls) {
+      if (!(server instanceof https.Server)) throw new Error('setTls: this fleet server speaks plain http');
+      const [cert, key] = await Promise.all([readFile(tls.certFile), readFile(tls.keyFile)]);
+      server.setSecureContext({ cert, key });
+      server.closeAllConnections();
     },
     requests(filter) {
       return recorded.filter(

@@ -195,6 +195,32 @@ export async function cleanupStaleLibvirtTestResources(): Promise<string[]> {
   return removed;
 }
 
+/** A pool name for a test (`persys-test-<pid>-<hex>`): the stale sweep removes it once its process is gone. */
+export function testPoolName(): string {
+  return `${NETWORK_PREFIX}${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Deletes every volume of a libvirt pool, then stops and undefines it (a missing pool is fine). */
+export async function removeTestPool(name: string): Promise<void> {
+  const vols = (await virshTry('vol-list', name)).stdout.split('\n').map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+  for (const v of vols) await virshTry('vol-delete', '--pool', name, v);
+  await virshTry('pool-destroy', name);
+  await virshTry('pool-undefine', name);
+}
+
+/** Pools named persys-test-<pid>-<hex> whose process is gone (what a crashed storage suite left). */
+export async function cleanupStaleTestPools(): Promise<string[]> {
+  const removed: string[] = [];
+  const pools = (await virshTry('pool-list', '--all', '--name')).stdout.split('\n').map((s) => s.trim()).filter((n) => n.startsWith(NETWORK_PREFIX));
+  for (const p of pools) {
+    const m = /^persys-test-(\d+)-[0-9a-f]{6}$/.exec(p);
+    if (!m?.[1] || pidAlive(Number(m[1]))) continue;
+    await removeTestPool(p);
+    removed.push(`pool ${p}`);
+  }
+  return removed;
+}
+
 /** Domain names (all, any state). */
 export async function domainNames(): Promise<string[]> {
   return (await virsh('list', '--all', '--name')).split('\n').map((s) => s.trim()).filter(Boolean);

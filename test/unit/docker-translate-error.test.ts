@@ -218,6 +218,28 @@ const cases: Case[] = [
     code: 'RUNTIME_UNAVAILABLE',
     message: 'socket hang up',
   },
+  // --- a dockerd shutting down (20.10, stopped during starts): it answers, but it is going away
+  {
+    name: 'start while dockerd shuts down: libnetwork store closed',
+    err: engineErr(500, 'failed to update store for object type *libnetwork.endpoint: open : no such file or directory'),
+    context: 'start',
+    code: 'RUNTIME_UNAVAILABLE',
+    message: 'failed to update store for object type *libnetwork.endpoint: open : no such file or directory',
+  },
+  {
+    name: 'start while dockerd shuts down: sandbox state store closed',
+    err: engineErr(500, 'failed to update the store state of sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory'),
+    context: 'start',
+    code: 'RUNTIME_UNAVAILABLE',
+    message: 'failed to update the store state of sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory',
+  },
+  {
+    name: 'start while dockerd shuts down: containerd connection closing',
+    err: engineErr(500, 'transport is closing: unavailable'),
+    context: 'start',
+    code: 'RUNTIME_UNAVAILABLE',
+    message: 'transport is closing: unavailable',
+  },
   // --- time
   {
     name: 'aborted request',

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 
-import { defaultPrimaryMac, defaultReadMachineId, listInterfaces, primaryMacOf, resolveNodeId, resolveNodeIdReadOnly, sanitizeHostname, SHARED_MACHINE_IDS, type NicInfo } from '../../src/identity/node-id.js';
+import { defaultPrimaryMac, defaultReadMachineId, listInterfaces, NodeIdError, primaryMacOf, resolveNodeId, resolveNodeIdReadOnly, sanitizeHostname, SHARED_MACHINE_IDS, type NicInfo } from '../../src/identity/node-id.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persys-nodeid-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -51,7 +51,7 @@ describe('resolveNodeId', () => {
   it('fails clearly when there is neither a machine id nor a MAC', async () => {
     await assert.rejects(
       resolveNodeId({ stateDir: newDir(), ...fakes, readMachineId: async () => null, primaryMac: () => null }),
-      /PERSYS_NODE_ID/,
+      (e: unknown) => e instanceof NodeIdError && /PERSYS_NODE_ID/.test(e.message),
     );
   });
 
@@ -84,6 +84,56 @@ describe('resolveNodeId', () => {
     const r = await resolveNodeId({ stateDir, ...fakes });
     assert.equal(r.source, 'machine-id');
     assert.equal(await persisted(stateDir), r.nodeId);
+  });
+
+  it('a damaged file is re-derived with a WARN naming the file and its content', async () => {
+    const stateDir = newDir();
+    await fsp.mkdir(stateDir, { recursive: true });
+    await fsp.writeFile(join(stateDir, 'node-id'), 'not an id at all\n');
+    const warns: { obj: object; msg: string }[] = [];
+    const r = await resolveNodeId({ stateDir, ...fakes, logger: { warn: (obj, msg) => warns.push({ obj, msg }) } });
+    assert.equal(warns.length, 1);
+    assert.match(warns[0]!.msg, new RegExp(`holds no valid node id; derived ${r.nodeId} again \\(machine-id\\) and rewrote the file`));
+    assert.deepEqual(warns[0]!.obj, { file: join(stateDir, 'node-id'), content: '"not an id at all\\n"', nodeId: r.nodeId });
+  });
+
+  it('a persisted id derived on another host is kept, with a WARN; a renamed host or a chosen name is not warned about', async () => {
+    const warnsOf = async (content: string) => {
+      const stateDir = newDir();
+      await fsp.mkdir(stateDir, { recursive: true });
+      await fsp.writeFile(join(stateDir, 'node-id'), `${content}\n`);
+      const warns: string[] = [];
+      const r = await resolveNodeId({ stateDir, ...fakes, logger: { warn: (_o, msg) => warns.push(msg) } });
+      assert.deepEqual(r, { nodeId: content, source: 'persisted' });
+      assert.equal(await persisted(stateDir), content, 'the file is not rewritten');
+      return warns;
+    };
+    const foreign = await warnsOf('other-host-0123456789ab');
+    assert.equal(foreign.length, 1);
+    assert.match(foreign[0]!, /^the node id in the state dir \(other-host-0123456789ab\) was not derived on this host \(here it would be edge-7-example-com-[0-9a-f]{12}\): kept/);
+    assert.deepEqual(await warnsOf(`old-name-${sha12('f00dfeedcafe4b1d9c0ffee000000001')}`), [], 'same machine, other hostname');
+    assert.deepEqual(await warnsOf('edge-berlin-01'), [], 'a chosen name');
+  });
+
+  it('an override that replaces a persisted id says so', async () => {
+    const stateDir = newDir();
+    await resolveNodeId({ stateDir, ...fakes });
+    const infos: string[] = [];
+    await resolveNodeId({ stateDir, ...fakes, override: 'edge-7', logger: { warn: () => undefined, info: (_o, msg) => infos.push(msg) } });
+    assert.deepEqual(infos, ['the nodeId setting replaces the node id persisted in the state dir']);
+  });
+
+  it('a node-id that is a directory or a FIFO is refused with NodeIdError (never read, never replaced); read-only callers derive', async () => {
+    for (const make of ['dir', 'fifo'] as const) {
+      const stateDir = newDir();
+      await fsp.mkdir(stateDir, { recursive: true });
+      const file = join(stateDir, 'node-id');
+      if (make === 'dir') await fsp.mkdir(file);
+      else await import('node:child_process').then(({ execFileSync }) => execFileSync('mkfifo', [file]));
+      await assert.rejects(resolveNodeId({ stateDir, ...fakes }), (e: unknown) => e instanceof NodeIdError && e.message.startsWith(`${file} is not a regular file`));
+      assert.equal((await fsp.lstat(file)).isFile(), false, 'left as it was');
+      assert.equal((await resolveNodeIdReadOnly({ stateDir, ...fakes })).source, 'machine-id');
+    }
   });
 
   it('the default machine-id reader never throws', async () => {

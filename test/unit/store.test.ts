@@ -7,7 +7,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 
 import { silentLogger, type Logger } from '../../src/log.js';
-import { SEQ_BLOCK, Store, StoreVersionError } from '../../src/store/store.js';
+import { SEQ_BLOCK, Store, storeErrorCode, StoreVersionError } from '../../src/store/store.js';
 import { emptyStoreData, STORE_SCHEMA_VERSION, type WorkloadRecord } from '../../src/store/types.js';
 
 const root = mkdtempSync(join(tmpdir(), 'persys-store-'));
@@ -118,11 +118,25 @@ describe('Store', () => {
     await assert.rejects(s.setDesired({ document: doc(2), etag: '"g2"', receivedAt: 'now', source: 'x' }));
     assert.equal(s.data.desired?.document.generation, 1, 'generation 2 is not live');
     assert.equal(s.data.desired?.etag, '"g1"');
+    // /readyz: not writable, and it says which file and why, until a desired write succeeds.
+    assert.equal(s.writable, false);
+    assert.match(s.writeError ?? '', /^desired\.json: .*desired\.json/);
     await fsp.rm(join(dir, 'desired.json'), { recursive: true });
     await s.setDesired({ document: doc(2), etag: '"g2"', receivedAt: 'now', source: 'x' });
     assert.equal(s.data.desired?.document.generation, 2);
+    assert.equal(s.writable, true);
+    assert.equal(s.writeError, null);
     await s.close();
     assert.deepEqual((await fsp.readdir(dir)).sort(), ['desired.json', 'state.json'], 'no temp file left by the failed write');
+  });
+
+  it('a store write that failed for lack of space is NO_SPACE; anything else INTERNAL', () => {
+    const errno = (code: string) => Object.assign(new Error(`${code}: x`), { code });
+    assert.equal(storeErrorCode(errno('ENOSPC')), 'NO_SPACE');
+    assert.equal(storeErrorCode(errno('EDQUOT')), 'NO_SPACE');
+    assert.equal(storeErrorCode(errno('EIO')), 'INTERNAL');
+    assert.equal(storeErrorCode(new Error('plain')), 'INTERNAL');
+    assert.equal(storeErrorCode(undefined), 'INTERNAL');
   });
 
   it('seqs are reserved in blocks: one write per block, and a restart never reuses a seq', async () => {
@@ -263,9 +277,11 @@ describe('Store', () => {
     await assert.rejects(s.flush());
     assert.equal(s.writeErrors >= 1, true);
     assert.equal(s.writable, false);
+    assert.match(s.writeError ?? '', /^state\.json: /);
     await fsp.rm(join(dir, 'state.json'), { recursive: true });
     await s.flush();
     assert.equal(s.writable, true);
+    assert.equal(s.writeError, null);
     assert.ok(((await readState(dir)) as { records: object }).records);
     await s.close();
   });

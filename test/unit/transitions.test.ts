@@ -130,6 +130,18 @@ describe('record transitions (pure): settled workloads take what the engine repo
     assert.equal(out.put[0]?.phase, 'Running');
   });
 
+  it('runtime down: a backoff ends (the engine going away under a step built it); the attempts stay', () => {
+    const c = cw('c');
+    const backingOff = rec(c, { phase: 'BackingOff', actualState: 'exited', retry: { attempts: 3, nextRetryAt: '2025-06-01T12:05:00.000Z', gaveUp: false, resetKey: retryResetKey(c, BUILTIN_TYPES.hash(c)) } });
+    const out = settle([c], [backingOff], [], { runtimeUp: { container: false, vm: true }, downReason: { container: 'docker is down' } });
+    assert.equal(out.put[0]?.phase, 'Pending');
+    assert.equal(out.put[0]?.retry.nextRetryAt, null);
+    assert.equal(out.put[0]?.retry.attempts, 3);
+    // Back up: the start is planned at once, not at the old nextRetryAt.
+    const p = plan({ desired: doc([c]), records: { c: out.put[0] as WorkloadRecord }, observed: [obs(c, { state: 'exited', exitCode: 137 })], runtimeUp: { container: true }, now: NOW });
+    assert.deepEqual(p.steps.map((s) => s.kind), ['start']);
+  });
+
   it('runtime down and no record: a Pending record with the error', () => {
     const v = vmw('v');
     const out = settle([v], [], [], { runtimeUp: { vm: false } });

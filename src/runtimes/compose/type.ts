@@ -80,6 +80,24 @@ export const composeType: TypeDescriptor<ComposeWorkload> = {
     if (mem > 0) out.memoryBytes = mem;
     return Object.keys(out).length > 0 ? out : undefined;
   },
+  /**
+   * Engine names of the named volumes its services mount. An agent volume (docs/storage.md) is
+   * mounted as an external volume (`volumes: {data: {external: true}}`, or `name:` for another
+   * key): the storage gate then holds the whole app until that volume is Ready, so Docker never
+   * makes a plain volume of that name first. Other names are the app's own, not the gate's.
+   */
+  volumeRefs(w) {
+    const app = appOrUndefined(w);
+    if (!app) return [];
+    const out = new Set<string>();
+    for (const s of app.services) {
+      for (const m of s.volumes) {
+        const vol = m.type === 'volume' && m.source !== undefined ? app.volumes.get(m.source) : undefined;
+        if (vol) out.add(vol.name);
+      }
+    }
+    return [...out].sort();
+  },
   images(w) {
     const app = appOrUndefined(w);
     return app ? [...new Set(app.services.map((s) => s.image))].sort() : [];

@@ -470,6 +470,13 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       // 304: already running, which is what was asked.
       if (dockerStatusCode(err) === 304) return;
+      // dockerd 20.10 stopped during a start can leave containerd a task under this container's id
+      // that it no longer knows: every later start fails with "task <id>: already exists". Only a new
+      // container (a new id) runs again, so the executor is told to replace it.
+      const message = dockerErrorMessage(err);
+      if (message.includes(`task ${observed.runtimeId}: already exists`)) {
+        throw new WorkloadError('STUCK', message, { cause: err, details: { operation: 'start', replace: true } });
+      }
       throw translateDockerError(err, 'start');
     }
   }

@@ -11,6 +11,9 @@
  *   create, too many cpus:       `Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available` (400)
  *   start, port taken by docker: `driver failed programming external connectivity on endpoint x (...): Bind for 127.0.0.1:18999 failed: port is already allocated` (500)
  *   start, bad command:          `failed to create shim task: OCI runtime create failed: ... exec: "/nope": stat /nope: no such file or directory: unknown` (400)
+ *   start, dockerd shutting down: `failed to update store for object type *libnetwork.endpoint: open : no such file or directory`,
+ *                                `failed to update the store state of sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory`,
+ *                                `transport is closing: unavailable` (500)
  * Docker Hub answers a pull of a repository that does not exist (or is private) with
  *   `pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied`.
  */
@@ -107,6 +110,12 @@ const CPU_RANGE = /range of cpus is from/i;
 /** A command that cannot exist in the image never fixes itself: a spec problem, not a retryable one. */
 const BAD_EXEC = /executable file not found|exec: "[^"]*": (?:stat [^:]*: )?no such file or directory|exec format error/i;
 const ENGINE_TIMEOUT = /context deadline exceeded|i\/o timeout|timeout exceeded/i;
+/**
+ * A dockerd that is shutting down still answers, with these (seen on 20.10 when it was stopped during
+ * starts): its containerd connection closing, and libnetwork's store already closed (the empty path
+ * in "open : no such file" is that closed store). The engine going away, not the workload failing.
+ */
+const ENGINE_GOING_AWAY = /transport is closing|failed to update (?:the )?store\b.*: open : no such file or directory/i;
 
 function classify(err: unknown, message: string, context: DockerErrorContext): ErrorCode {
   if (isAbort(err)) return 'TIMEOUT';
@@ -120,6 +129,7 @@ function classify(err: unknown, message: string, context: DockerErrorContext): E
   }
   if (status === undefined && /socket hang up/i.test(message)) return 'RUNTIME_UNAVAILABLE';
 
+  if (ENGINE_GOING_AWAY.test(message)) return 'RUNTIME_UNAVAILABLE';
   if (NO_SPACE.test(message)) return 'NO_SPACE';
   // Before the not-found patterns: Docker's "pull access denied ... may require 'docker login'" is its
   // generic answer for a missing repository, and is only an auth failure when the registry said so.

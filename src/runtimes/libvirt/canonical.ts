@@ -26,7 +26,8 @@ const put = <T>(out: Record<string, unknown>, key: string, value: T | undefined,
  * Version 2: every default and equivalent spelling folded, so `bus: virtio` and an absent bus (and
  * the other defaults the domain definition applies) are one spec: disk bus virtio, disk format qcow2,
  * reclaimPolicy delete, NIC model virtio, MACs in lower case, machine pc, cpuMode default, firmware
- * bios, vnc false, shutdownTimeoutSeconds 60, login flags false.
+ * bios, vnc false, shutdownTimeoutSeconds 60, login flags false. The sizeBytes of a disk with `pool`
+ * is left out (the volume is grown in place); `pool` itself is in (moving a disk is a new disk).
  */
 export function canonicalVmV2(spec: VmSpec): CanonicalObject {
   const out: Record<string, unknown> = {};
@@ -42,7 +43,10 @@ export function canonicalVmV2(spec: VmSpec): CanonicalObject {
   if (spec.disks) {
     out.disks = spec.disks.map((disk) => {
       const o: Record<string, unknown> = { name: disk.name };
-      put(o, 'sizeBytes', disk.sizeBytes);
+      // A pool disk's size is its volume's: the storage layer grows it in place (online while the
+      // VM runs), so a larger size is no reason to reboot the guest. Disks without pool as before.
+      if (disk.pool === undefined) put(o, 'sizeBytes', disk.sizeBytes);
+      put(o, 'pool', disk.pool);
       if (disk.image) {
         const img: Record<string, unknown> = { ...disk.image };
         if (img.format === 'qcow2') delete img.format;

@@ -14,6 +14,19 @@ export function domainName(prefix: string, workloadId: string): string {
 }
 
 /**
+ * The storage volume of a VM disk declared with `pool:` (docs/storage.md): `<workload id>.<disk>`,
+ * in the libvirt pool as `<workload id>.<disk>.qcow2`. Stable, so a retained disk is found again
+ * when the VM is declared again; the document check refuses a name that two disks (or a disk and a
+ * `volumes[]` entry) would share.
+ */
+export function poolDiskVolumeName(workloadId: string, disk: string): string {
+  return `${workloadId}.${disk}`;
+}
+
+/** The libvirt volume (file name in its pool) of a storage volume in a libvirt pool. */
+export const libvirtVolName = (volume: string): string => `${volume}.qcow2`;
+
+/**
  * A name-based UUID (RFC 4122 version 5 layout over SHA-256 instead of SHA-1: the bits that say
  * "version 5, RFC variant" are set, the rest is the hash) of `persys/<nodeId>/<workloadId>`.
  * libvirt refuses a second define of a name with a new UUID; a stable one makes define a redefine.

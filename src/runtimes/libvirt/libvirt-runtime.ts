@@ -37,7 +37,7 @@ import { DEFAULT_SHUTDOWN_SECONDS, domainDefinition } from './definition.js';
 import { buildDomainXml, parseDomainXml, type DomainDisk, type ParsedDomain } from './domain-xml.js';
 import { describeState, mapDomainState, parseDomState, parseDomStats, usageFromDomStats, type DomainUsage } from './domstats.js';
 import { runTool, ToolError } from './exec.js';
-import { domainName, instanceId, normalizeMac } from './ids.js';
+import { domainName, instanceId, libvirtVolName, normalizeMac, poolDiskVolumeName } from './ids.js';
 import { exists, VmStorage, type CachedImage } from './storage.js';
 import { isAlreadyRunning, isDomainNotFound, isNotRunning, translateVirshError, Virsh } from './virsh.js';
 
@@ -439,6 +439,12 @@ export class LibvirtRuntime implements Runtime {
   private async prepareDisks(w: VmWorkload, name: string, images: ReadonlyMap<string, CachedImage>, made: string[], signal: AbortSignal): Promise<DomainDisk[]> {
     const out: DomainDisk[] = [];
     for (const d of w.spec.disks ?? []) {
+      if (d.pool !== undefined) {
+        // A volume the storage layer made in the pool before the storage gate let this create run;
+        // the runtime only attaches it (and never deletes it: its reclaimPolicy is the storage layer's).
+        out.push({ name: d.name, file: await this.poolVolumePath(d.pool, poolDiskVolumeName(w.id, d.name), signal), format: 'qcow2', bus: d.bus ?? 'virtio', reclaimPolicy: d.reclaimPolicy ?? 'delete', ...(d.sizeBytes !== undefined ? { sizeBytes: d.sizeBytes } : {}) });
+        continue;
+      }
       const file = this.storage.diskPath(name, d.name);
       const base = images.get(d.name);
       const disk: DomainDisk = { name: d.name, file, format: 'qcow2', bus: d.bus ?? 'virtio', reclaimPolicy: d.reclaimPolicy ?? 'delete' };
@@ -465,6 +471,18 @@ export class LibvirtRuntime implements Runtime {
       out.push(disk);
     }
     return out;
+  }
+
+  /** Where libvirt keeps a volume of a pool (`virsh vol-path`); VM_DEFINE_FAILED when it does not exist. */
+  private async poolVolumePath(pool: string, volume: string, signal: AbortSignal): Promise<string> {
+    try {
+      return (await this.virsh.raw(['vol-path', '--pool', pool, libvirtVolName(volume)], signal)).trim();
+    } catch (err) {
+      throw new WorkloadError('VM_DEFINE_FAILED', `volume ${volume} is not in libvirt pool ${pool}: ${err instanceof ToolError ? err.toolMessage : String(err)}`, {
+        cause: err,
+        details: { operation: 'disk', pool, volume },
+      });
+    }
   }
 
   private async backingOf(file: string, signal: AbortSignal): Promise<string | null> {

@@ -36,11 +36,21 @@ const disk = v.strictObject({
   sizeBytes: v.pipe(v.optional(positiveInt('disks[].sizeBytes')), d('Size of a new disk or of the overlay.')),
   image: v.pipe(v.optional(imageSource), d('Base image; the disk is a copy-on-write overlay on it.')),
   bus: v.pipe(v.optional(v.picklist(['virtio', 'sata', 'scsi', 'ide'], 'disks[].bus must be virtio, sata, scsi or ide')), d('Default virtio.')),
+  pool: v.pipe(
+    v.optional(safeName('disks[].pool')),
+    d(
+      'A storagePools[] entry of type libvirt: the disk is a qcow2 volume of sizeBytes in that pool (`<workload id>.<disk name>.qcow2`), ' +
+        'admitted against the pool\'s capacity, grown in place when sizeBytes grows (online while the VM runs), never shrunk; ' +
+        'on removal of the VM reclaimPolicy decides whether the volume stays (docs/storage.md).',
+    ),
+  ),
   reclaimPolicy: v.pipe(v.optional(v.picklist(['delete', 'retain'], 'reclaimPolicy must be delete or retain')), d('On removal; default delete.')),
 });
 const checkedDisk = v.pipe(
   disk,
   v.check((x) => x.sizeBytes !== undefined || x.image !== undefined, 'a disk needs sizeBytes (a new empty disk) or image (an overlay on a base image)'),
+  v.check((x) => x.pool === undefined || x.sizeBytes !== undefined, 'a disk with pool needs sizeBytes (the size of its volume)'),
+  v.check((x) => x.pool === undefined || x.image === undefined, 'a disk with pool is a new empty volume; image is not supported with pool'),
 );
 
 const nic = v.union(

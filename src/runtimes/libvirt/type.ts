@@ -3,6 +3,7 @@ import { describeSpecChanges, type ChangeWording } from '../canonical-json.js';
 import { newestMatching } from '../observed.js';
 import type { TypeDescriptor } from '../runtime.js';
 import { canonicalVmV1, canonicalVmV2, VM_HASH_VERSION } from './canonical.js';
+import { poolDiskVolumeName } from './ids.js';
 import { vmReportBlock } from './report.js';
 import { vmWorkload, type VmWorkload } from './spec.js';
 
@@ -33,16 +34,26 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   // Base images of the disks, as the image cache names them (sha256:<hex>) and by source: GC keeps
   // the cache entries a desired VM uses (docs/gc.md).
   images: (w) => vmImageRefs(w),
+  // Disks with `pool:` are storage volumes (docs/storage.md): planned and admitted against the
+  // pool's quota with the document's volumes; the storage gate holds the VM until they are Ready.
+  ownVolumes: (w) => poolDisks(w).map((x) => ({ name: poolDiskVolumeName(w.id, x.name), pool: x.pool, sizeBytes: x.sizeBytes, reclaimPolicy: x.reclaimPolicy ?? 'delete' })),
+  volumeRefs: (w) => poolDisks(w).map((x) => poolDiskVolumeName(w.id, x.name)),
   /**
    * A guest holds its vCPUs and its memory plus QEMU's own (VM_MEMORY_OVERHEAD_BYTES), and may grow
-   * each disk to its sizeBytes (overlays are thin, but admission counts what they may take).
+   * each disk to its sizeBytes (overlays are thin, but admission counts what they may take). A disk
+   * in a pool is counted by its pool's quota instead, not twice.
    */
   requests(w) {
     const s = w.spec;
-    const disk = (s.disks ?? []).reduce((sum, x) => sum + (typeof x.sizeBytes === 'number' ? x.sizeBytes : 0), 0);
+    const disk = (s.disks ?? []).reduce((sum, x) => sum + (typeof x.sizeBytes === 'number' && x.pool === undefined ? x.sizeBytes : 0), 0);
     return { cpus: s.vcpus, memoryBytes: s.memoryMiB * 1024 * 1024 + VM_MEMORY_OVERHEAD_BYTES, ...(disk > 0 ? { diskBytes: disk } : {}) };
   },
 };
+
+/** The disks of a VM that live in a storage pool (the schema makes sizeBytes required for them). */
+export function poolDisks(w: VmWorkload): { name: string; pool: string; sizeBytes: number; reclaimPolicy?: 'delete' | 'retain' | undefined }[] {
+  return (w.spec.disks ?? []).flatMap((x) => (x.pool !== undefined && x.sizeBytes !== undefined ? [{ name: x.name, pool: x.pool, sizeBytes: x.sizeBytes, reclaimPolicy: x.reclaimPolicy }] : []));
+}
 
 /** `sha256:<hex>` of every disk image with a digest, and `path:`/`url:` of its source. */
 export function vmImageRefs(w: VmWorkload): string[] {
