@@ -46,6 +46,9 @@ import { AGENT_VERSION } from './version.js';
 import { hostVolumeOpsFor } from './storage/host-ops.js';
 import { StorageManager } from './storage/manager.js';
 import { registerStorageMetrics } from './storage/metrics.js';
+import type { UpdateHold } from './reconcile/steps.js';
+import { afterPass, namedVolumeDir, heldUpdates, updateGates } from './updates/gates.js';
+import { UpdateState } from './updates/state.js';
 
 export interface AgentOptions {
   config: Config;
@@ -88,6 +91,8 @@ export class Agent {
   /** Whether the newest cycle saw each runtime up (for the down -> up edge above). */
   private readonly cycleSawUp = new Map<string, boolean>();
   private stats: WorkloadStatsCollector | undefined;
+  /** Updates held in the last pass (src/updates), for the status report. */
+  private heldUpdates: ReadonlyMap<string, UpdateHold> = new Map();
   /** Pools and volumes (src/storage, docs/storage.md). */
   storage!: StorageManager;
   /** The garbage collector; `gc.runNow(reason)` runs a pass at once (the DiskPressure hook). */
@@ -204,6 +209,7 @@ export class Agent {
     const executor = new Executor({ nodeId: this.nodeId, runtimes: this.runtimeOf, store: this.store, config, logger, onRecordChange: markDirty, abortSteps: this.stepAbort.signal });
     this.executor = executor;
     this.runtimeLog = new RuntimeAvailabilityLog(logger);
+    const updates = new UpdateState(stateDir);
     this.loop = new ReconcileLoop({
       store: this.store,
       runtimes: this.runtimes,
@@ -217,11 +223,20 @@ export class Agent {
           records: this.store.data.records,
           types: BUILTIN_TYPES,
         }),
+        // Maintenance windows, update locks, update.maxParallel (docs/updates.md).
+        ...updateGates({ config, desired: this.store.data.desired?.document, stateDir, volumeDir: namedVolumeDir((rt) => this.health.get(rt)?.dataRoot), state: updates, warn: (f, m) => logger.warn(f, m) }),
       ],
       storage: this.storage,
       onRecordChange: markDirty,
       onCycle: (s) => {
         this.recordCycleMetrics(s);
+        this.heldUpdates = heldUpdates(s.plan.steps);
+        try {
+          const desired = this.store.data.desired?.document;
+          afterPass(updates, s.results, desired ? new Set(desired.workloads.map((w) => w.id)) : null);
+        } catch (err) {
+          logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'could not write updates.json');
+        }
         void systemd.ready(`reconciled generation ${this.store.data.desired?.document.generation ?? 'none'}: ${Object.keys(this.store.data.records).length} workload(s)`);
       },
     });
@@ -537,6 +552,7 @@ export class Agent {
       ...(this.gc?.report() ? { gc: this.gc.report() } : {}),
       resources: { ...figures, conditions: this.resources.conditions() },
       storage: this.storage.report(),
+      updates: this.heldUpdates,
       now: new Date(),
     });
   }

@@ -19,6 +19,8 @@ import { storageGate } from '../storage/gate.js';
 import { readStorageState } from '../storage/manager.js';
 import { documentVolumes, planStorage } from '../storage/plan.js';
 import type { StorageState } from '../storage/types.js';
+import { namedVolumeDir, updateGates } from '../updates/gates.js';
+import { UpdateState } from '../updates/state.js';
 import { parseArgs, UsageError } from './args.js';
 import { configFromArgs } from './config-args.js';
 
@@ -91,6 +93,18 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
       { desired: v.value.workloads, observed: view.observed, records, types: BUILTIN_TYPES },
     ),
   ];
+  // Maintenance windows, update locks, update.maxParallel, as the agent would apply them now (updates.json read, never written).
+  const stale: string[] = [];
+  gates.push(
+    ...updateGates({
+      config,
+      desired: v.value,
+      stateDir,
+      volumeDir: namedVolumeDir((rt) => view.health.get(rt)?.dataRoot),
+      state: new UpdateState(stateDir, true),
+      warn: (_f, m) => void stale.push(m),
+    }),
+  );
   // Storage: what the agent would do to pools and volumes; a workload whose volume is refused is denied the same way.
   const storageState = await readStorageState(stateDir).catch((): StorageState => ({ version: 1, pools: {}, volumes: {} }));
   const volumes = documentVolumes(v.value, BUILTIN_TYPES);
@@ -110,22 +124,24 @@ export async function planCommand(argv: string[], io: { stdout: NodeJS.WritableS
   ];
 
   const nodeWarning = v.value.nodeId !== nodeId && v.value.nodeId !== '*' ? `document is for node ${v.value.nodeId}, this node is ${nodeId}` : null;
+  const warnings = [...(nodeWarning ? [nodeWarning] : []), ...stale];
   if (args.options.json) {
     const steps = p.steps.map((s) => ({
       kind: s.kind,
       target: s.target,
       workloadId: s.workloadId,
       reason: s.reason,
-      ...(s.kind === 'wait' ? { until: s.until } : {}),
+      ...(s.kind === 'wait' ? { until: s.until, ...(s.hold ? { hold: s.hold.waiting } : {}) } : {}),
       ...(s.kind === 'deny' ? { code: s.code, violations: s.violations } : {}),
     }));
     io.stdout.write(
-      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, node: { capacity: host.capacity, allocatable: host.allocatable, conditions: tracker.conditions(now.getTime()) }, storage: { steps: storageSteps, pools: sp.accounts }, steps, unavailable: p.unavailable, forget: p.forget, warnings: nodeWarning ? [nodeWarning] : [] }, null, 2) + '\n',
+      JSON.stringify({ nodeId, generation: v.value.generation, runtimes: view.status, node: { capacity: host.capacity, allocatable: host.allocatable, conditions: tracker.conditions(now.getTime()) }, storage: { steps: storageSteps, pools: sp.accounts }, steps, unavailable: p.unavailable, forget: p.forget, warnings }, null, 2) + '\n',
     );
     return 0;
   }
   const out: string[] = [`Plan for node ${nodeId} (generation ${v.value.generation}, ${v.value.workloads.length} workloads)`];
   if (nodeWarning) out.push(`warning: ${nodeWarning}; the agent would reject it`);
+  for (const w of stale) out.push(`warning: ${w}`);
   for (const [name, s] of Object.entries(view.status)) out.push(`runtime ${name}: ${s}`);
   const alloc = host.allocatable;
   out.push(`node: allocatable ${formatCpus(alloc.cpus ?? 0)}, ${formatBytes(alloc.memoryBytes ?? 0)} memory${alloc.diskBytes !== undefined ? `, ${formatBytes(alloc.diskBytes)} disk` : ''}`);

@@ -34,7 +34,8 @@ export interface LoadConfigOptions {
 
 // --- the schema walk ---------------------------------------------------------------------------
 
-export type LeafKind = 'string' | 'number' | 'boolean' | 'string[]';
+/** `json`: an array of objects (maintenance.windows), given as a JSON array in the environment or a flag. */
+export type LeafKind = 'string' | 'number' | 'boolean' | 'string[]' | 'json';
 
 export interface ConfigLeaf {
   /** Dotted key path, e.g. `source.pollIntervalSeconds`. */
@@ -92,6 +93,10 @@ function walk(node: unknown, keys: string[], out: ConfigLeaf[]): void {
       const item = node.item;
       if (isSchemaNode(item) && item.type === 'string') {
         kind = 'string[]';
+        break;
+      }
+      if (isSchemaNode(item) && OBJECT_TYPES.has(item.type)) {
+        kind = 'json';
         break;
       }
       throw new Error(`config schema walk: ${keys.join('.')} is an array of something other than strings; teach load.ts to coerce it`);
@@ -234,6 +239,14 @@ function coerce(leaf: ConfigLeaf, input: string | boolean): Coerced {
         return { ok: false, message: 'must be a JSON array of strings' };
       }
       return { ok: true, value: s.split(',').map((x) => x.trim()).filter((x) => x !== '') };
+    }
+    case 'json': {
+      // The schema checks the items; here it only has to be JSON.
+      try {
+        return { ok: true, value: JSON.parse(s) as unknown };
+      } catch (err) {
+        return { ok: false, message: `is not valid JSON (${(err as Error).message})` };
+      }
     }
   }
 }

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { maintenanceWindows } from '../spec/maintenance.js';
 
 const d = v.description;
 const seconds = (what: string, min: number, max: number) =>
@@ -225,6 +226,30 @@ export const configSchema = v.strictObject({
       {},
     ),
     d('Garbage collection (docs/gc.md).'),
+  ),
+  maintenance: v.pipe(
+    v.optional(
+      v.strictObject({
+        windows: v.pipe(
+          v.optional(maintenanceWindows, []),
+          d('Node-wide maintenance windows [{cron, durationMinutes, timezone}]; a document\'s maintenance.windows replaces them. As an environment variable or flag: a JSON array.'),
+        ),
+      }),
+      {},
+    ),
+    d('Maintenance windows (docs/updates.md): updates that restart a running workload wait for one.'),
+  ),
+  update: v.pipe(
+    v.optional(
+      v.strictObject({
+        maxParallel: v.pipe(
+          v.optional(int('update.maxParallel', 0, 10000), 0),
+          d('At most this many running workloads are restarted by updates in one pass; the rest wait for the next (0: no limit).'),
+        ),
+      }),
+      {},
+    ),
+    d('Updates of running workloads (docs/updates.md).'),
   ),
   resources: v.pipe(
     v.optional(

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   DESIRED_STATE_UNAVAILABLE: { transient: true, user: 'The desired-state document could not be fetched; the last good one stays in force.' },
   DESIRED_STATE_EXPIRED: { transient: false, user: 'The desired-state document has expired (expiresAt); the last good one stays in force until the publisher signs a fresh one.' },
   SIGNATURE_INVALID: { transient: false, user: 'The desired-state document is not signed by a trusted key.' },
+  UPDATE_LOCKED: { transient: false, user: 'An update lock held the update past update.lockTimeoutSeconds and the workload asked to fail (onLockTimeout: fail); the previous revision keeps running.' },
   STUCK: { transient: true, user: 'The workload stayed in a transitional phase too long.' },
   TIMEOUT: { transient: true, user: 'The runtime did not answer in time.' },
   INTERNAL: { transient: true, user: 'The agent hit an internal error.' },

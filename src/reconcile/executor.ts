@@ -310,6 +310,11 @@ const EXECUTORS: { [K in StepKind]: StepExecutor<K> } = {
       save(ctx, { ...rec, actualState: step.observed.state, runtimeId: step.observed.runtimeId, engineState, message: step.reason, updatedAt: ctx.now().toISOString() });
       return;
     }
+    // A held update: the previous revision keeps running, so the phase stays; the message says why it waits.
+    if (step.hold) {
+      if (existing && existing.message !== step.reason) save(ctx, { ...existing, message: step.reason, updatedAt: ctx.now().toISOString() });
+      return;
+    }
     if (existing && existing.phase !== 'BackingOff') save(ctx, withPhase(existing, 'BackingOff', step.reason, ctx.now()));
   },
 

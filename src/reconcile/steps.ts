@@ -58,6 +58,15 @@ export interface WaitStep extends DesiredBase {
   /** Waiting for an odd engine state (dead, removing, in shutdown, ...), seen since `since`; absent for a backoff. */
   engineState?: string;
   since?: string;
+  /** An update held by a gate (maintenance window, update lock, maxParallel): the workload keeps running as it is. */
+  hold?: UpdateHold;
+}
+
+/** Why a restarting update waits (docs/updates.md); carried into the status report per workload. */
+export interface UpdateHold {
+  waiting: 'maintenance-window' | 'update-lock' | 'max-parallel';
+  reason: string;
+  until: string;
 }
 /** The workload is refused before anything touches an engine (host policy; later admission). */
 export interface DenyStep extends DesiredBase {

@@ -1,4 +1,5 @@
 import * as v from 'valibot';
+import { updatePolicy } from './maintenance.js';
 
 /**
  * Strings that end up in engine object names or file paths. A strict pattern here is the
@@ -92,6 +93,7 @@ export const workloadFields = {
     v.optional(v.pipe(v.string(), v.maxLength(128, 'retryToken is longer than 128'))),
     d('Changing it restarts the retry budget of a failed workload.'),
   ),
+  update: v.pipe(v.optional(updatePolicy), d('Maintenance window and update locks for updates that restart the workload (docs/updates.md).')),
 };
 
 /** A workload schema of one type: the common fields, the type literal and that type's spec schema. */

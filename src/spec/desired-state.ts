@@ -1,5 +1,6 @@
 import * as v from 'valibot';
 import { positiveInt, safeName } from './common.js';
+import { maintenanceWindows, updatePolicyOf } from './maintenance.js';
 import { BUILTIN_TYPE_NAMES, WORKLOAD_SCHEMAS } from '../runtimes/registry.js';
 import { poolDiskVolumeName } from '../runtimes/libvirt/ids.js';
 
@@ -76,6 +77,14 @@ export const desiredStateDocument = v.pipe(
     ),
     volumes: v.pipe(v.optional(v.pipe(v.array(volumeDecl), v.maxLength(1000, 'volumes has more than 1000 entries'))), d('Sized volumes in storage pools (docs/storage.md); names must be unique.')),
     storagePools: v.pipe(v.optional(v.pipe(v.array(storagePoolDecl), v.maxLength(100, 'storagePools has more than 100 entries'))), d('Storage pools (docs/storage.md); names must be unique.')),
+    maintenance: v.pipe(
+      v.optional(
+        v.strictObject({
+          windows: v.pipe(maintenanceWindows, d('Node-wide maintenance windows; when set they replace the config\'s maintenance.windows (docs/updates.md).')),
+        }),
+      ),
+      d('Maintenance windows: updates that restart a running workload wait for one (workloads[].update.window).'),
+    ),
   }),
   // Duplicate ids are reported even when the document has other errors (so every error shows at once).
   v.rawCheck(({ dataset, addIssue }) => {
@@ -154,11 +163,42 @@ export const desiredStateDocument = v.pipe(
       });
     });
   }),
+  // update.lockFile must lie inside a mount of the workload, so the agent can find it on the host.
+  v.rawCheck(({ dataset, addIssue }) => {
+    const doc: unknown = dataset.value;
+    if (typeof doc !== 'object' || doc === null || !Array.isArray((doc as { workloads?: unknown }).workloads)) return;
+    const rec = doc as Record<string, unknown>;
+    (rec.workloads as unknown[]).forEach((w, i) => {
+      if (typeof w !== 'object' || w === null) return;
+      const file = updatePolicyOf(w).lockFile;
+      if (file === undefined) return;
+      const problem = lockFileProblem(w as { type?: unknown; spec?: unknown }, file);
+      if (problem === undefined) return;
+      const path = issuePath(rec, 'workloads', i, 'update');
+      const upd = (w as { update: Record<string, unknown> }).update;
+      addIssue({ message: problem, input: file, path: [...path, { type: 'object', origin: 'value', input: upd, key: 'lockFile', value: file }] });
+    });
+  }),
   d(
     'The desired state of one node, served by the central side. Workload ids must be unique within the document ' +
       '(checked by the agent; JSON Schema cannot express it).',
   ),
 );
+
+/** Why an update.lockFile cannot be found on the host, or undefined when it lies under a bind or volume mount. */
+export function lockFileProblem(w: { type?: unknown; spec?: unknown }, file: string): string | undefined {
+  if (w.type !== 'container') return `update.lockFile is for container workloads only (a ${String(w.type)} has no mounts the agent can look into)`;
+  const mounts = (w.spec as { volumes?: unknown } | undefined)?.volumes;
+  const list = Array.isArray(mounts) ? (mounts as { type?: unknown; target?: unknown }[]) : [];
+  const inside = list.some((m) => (m.type === 'bind' || m.type === 'volume') && typeof m.target === 'string' && isUnder(file, m.target));
+  return inside ? undefined : `update.lockFile ${file} is not inside a bind or volume mount of the workload (spec.volumes[].target)`;
+}
+
+/** Whether `file` is strictly below directory `dir` (both absolute). */
+export function isUnder(file: string, dir: string): boolean {
+  const base = dir.endsWith('/') ? dir : `${dir}/`;
+  return file.startsWith(base) && file.length > base.length;
+}
 
 /** The issue path of doc[k0][k1]...: one path item per key (a number indexes an array). */
 function deepPath(doc: Record<string, unknown>, keys: readonly (string | number)[]): [v.IssuePathItem, ...v.IssuePathItem[]] {

@@ -69,6 +69,16 @@ const workloadStatus = v.object({
     ),
     d('Recent failures, newest last (bounded).'),
   ),
+  update: v.pipe(
+    v.optional(
+      v.object({
+        waiting: v.pipe(v.picklist(['maintenance-window', 'update-lock', 'max-parallel']), d('What the update waits for.')),
+        reason: v.pipe(v.string(), d('Why, in words: "waiting for the maintenance window at 2026-12-02T02:00Z (env FOO changed)".')),
+        until: v.pipe(isoTime, d('When the agent looks again (the next window start, the next lock check).')),
+      }),
+    ),
+    d('Present while an update that would restart the running workload is held (docs/updates.md); the previous revision keeps running.'),
+  ),
   // Each type's own block (`container`, `vm`, ...), from its runtime's type descriptor.
   ...reportBlocks(),
   updatedAt: v.pipe(v.optional(isoTime), d('When this entry last changed.')),

@@ -27,6 +27,8 @@ export interface ReportInputs {
   gc?: StatusReport['gc'];
   /** Storage pools and volumes (src/storage). */
   storage?: StatusReport['storage'];
+  /** Updates held by the update gates in the last pass (src/updates), by workload id. */
+  updates?: ReadonlyMap<string, NonNullable<WorkloadStatus['update']>>;
 }
 
 function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry): WorkloadStatus {
@@ -45,6 +47,8 @@ function workloadStatus(r: WorkloadRecord, i: ReportInputs, types: TypeRegistry)
   if (r.revision !== undefined) s.revision = r.revision;
   if (r.runtimeId !== undefined) s.runtimeId = r.runtimeId;
   if (r.specHash !== undefined) s.specHash = r.specHash;
+  const held = i.updates?.get(r.id);
+  if (held) s.update = held;
   const block = types.get(r.type)?.report;
   if (block) {
     const value = block.build({ evidence: r.evidence, runtimeState: r.runtimeState, live: i.live?.(r.type, r.id, r.runtimeState) });
