@@ -182,6 +182,16 @@ services:
     );
   });
 
+  it('a value from the file is quoted clipped, so a huge one keeps the message readable', () => {
+    const huge = 'a'.repeat(5000);
+    const [msg, ...rest] = issues(`services:\n  a:\n    image: x\n    ports: ["${huge}:80"]\n`);
+    assert.equal(rest.length, 0);
+    assert.match(msg ?? '', /^services\.a\.ports\[0\]: published port "a{70,}… must be 1-65535$/);
+    assert.ok((msg ?? '').length < 200, `message of ${msg?.length} characters`);
+    const [long] = issues(`services:\n  a:\n    image: x\n    ${'k'.repeat(3000)}: 1\n`);
+    assert.ok((long ?? '').length <= 1001, `message of ${long?.length} characters`);
+  });
+
   it('YAML errors, several documents and a name other than the project are refused', () => {
     assert.match(issues('services: [unclosed')[0] ?? '', /^\(root\): YAML: /);
     assert.deepEqual(issues('services:\n  a: { image: x }\n---\nb: 1\n'), ['(root): must hold one YAML document, found 2']);

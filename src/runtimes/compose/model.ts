@@ -212,12 +212,22 @@ export function parseDurationNs(v: unknown): number | undefined {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/** Quotes a value from the file for a message, clipped: the file is input, and a message must stay readable. */
+function q(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 80 ? `${s.slice(0, 79)}…` : s;
+}
+
+const MAX_MESSAGE = 500;
+
 class Walker {
   readonly issues: ComposeIssue[] = [];
   readonly warnings: string[] = [];
 
   fail(path: string, message: string): undefined {
-    this.issues.push({ path, message });
+    // Keys come from the file too: a long one must not make the message unreadable.
+    const clip = (t: string) => (t.length > MAX_MESSAGE ? `${t.slice(0, MAX_MESSAGE - 1)}…` : t);
+    this.issues.push({ path: clip(path), message: clip(message) });
     return undefined;
   }
 
@@ -351,17 +361,17 @@ function parsePortShort(w: Walker, s: string, path: string): PortSpec[] {
     rest = v6[2] as string;
   }
   const parts = rest.split(':');
-  if (parts.length > 3) return w.fail(path, `cannot read port ${JSON.stringify(s)}`) ?? [];
+  if (parts.length > 3) return w.fail(path, `cannot read port ${q(s)}`) ?? [];
   if (parts.length === 3) hostIp = parts.shift();
   const target = parts.pop() as string;
   const published = parts.pop();
   if (target.includes('-') || (published ?? '').includes('-')) return w.fail(path, 'port ranges are not supported') ?? [];
   const t = Number(target);
-  if (!Number.isInteger(t) || t < 1 || t > 65535) return w.fail(path, `target port ${JSON.stringify(target)} must be 1-65535`) ?? [];
+  if (!Number.isInteger(t) || t < 1 || t > 65535) return w.fail(path, `target port ${q(target)} must be 1-65535`) ?? [];
   const out: PortSpec = { target: t, protocol: proto };
   if (published !== undefined && published !== '') {
     const p = Number(published);
-    if (!Number.isInteger(p) || p < 1 || p > 65535) return w.fail(path, `published port ${JSON.stringify(published)} must be 1-65535`) ?? [];
+    if (!Number.isInteger(p) || p < 1 || p > 65535) return w.fail(path, `published port ${q(published)} must be 1-65535`) ?? [];
     out.published = p;
   }
   if (hostIp !== undefined && hostIp !== '') out.hostIp = hostIp;
@@ -413,7 +423,7 @@ function parseVolumes(w: Walker, v: unknown, path: string, declared: Obj): Mount
       if (parts.length === 1) m = { type: 'volume', target: parts[0] as string, readOnly: false };
       else {
         const [src, target, mode = 'rw'] = parts as [string, string, string?];
-        if (parts.length > 3) return w.fail(p, `cannot read volume ${JSON.stringify(el)}`);
+        if (parts.length > 3) return w.fail(p, `cannot read volume ${q(el)}`);
         const modes = mode.split(',');
         for (const md of modes) if (!['ro', 'rw', 'z', 'Z', 'nocopy'].includes(md)) return w.fail(p, `volume mode ${md} is not supported`);
         const isPath = src.startsWith('/') || src.startsWith('.') || src.startsWith('~');
@@ -446,13 +456,13 @@ function parseVolumes(w: Walker, v: unknown, path: string, declared: Obj): Mount
         }
       }
     } else return w.fail(p, `must be a string or a mapping, got ${kind(el)}`);
-    if (!m.target.startsWith('/')) return w.fail(p, `target ${JSON.stringify(m.target)} must be an absolute path`);
+    if (!m.target.startsWith('/')) return w.fail(p, `target ${q(m.target)} must be an absolute path`);
     if (m.type === 'bind') {
       if (m.source === undefined) return w.fail(p, 'a bind mount needs a source');
-      if (!m.source.startsWith('/')) return w.fail(p, `bind source ${JSON.stringify(m.source)} must be an absolute path (there is no project folder on the host)`);
+      if (!m.source.startsWith('/')) return w.fail(p, `bind source ${q(m.source)} must be an absolute path (there is no project folder on the host)`);
     }
     if (m.type === 'volume' && m.source !== undefined && !Object.hasOwn(declared, m.source)) {
-      return w.fail(p, `volume ${JSON.stringify(m.source)} is not declared in the top-level volumes`);
+      return w.fail(p, `volume ${q(m.source)} is not declared in the top-level volumes`);
     }
     out.push(m);
     return undefined;
@@ -533,7 +543,7 @@ function parseFileRefs(w: Walker, v: unknown, path: string, declared: Obj, kindN
       if (uid !== undefined) ref.uid = uid;
       if (gid !== undefined) ref.gid = gid;
     } else return w.fail(p, `must be a string or a mapping, got ${kind(el)}`);
-    if (!Object.hasOwn(declared, ref.source)) return w.fail(p, `${kindName.slice(0, -1)} ${JSON.stringify(ref.source)} is not declared in the top-level ${kindName}`);
+    if (!Object.hasOwn(declared, ref.source)) return w.fail(p, `${kindName.slice(0, -1)} ${q(ref.source)} is not declared in the top-level ${kindName}`);
     if (!ref.target.startsWith('/')) return w.fail(p, 'target must be an absolute path');
     out.push(ref);
     return undefined;
@@ -695,7 +705,7 @@ function parseService(w: Walker, name: string, raw: unknown, top: { networks: Ob
     }
   }
   for (const n of s.networks) {
-    if (n.key !== 'default' && !Object.hasOwn(top.networks, n.key)) w.fail(`${path}.networks`, `network ${JSON.stringify(n.key)} is not declared in the top-level networks`);
+    if (n.key !== 'default' && !Object.hasOwn(top.networks, n.key)) w.fail(`${path}.networks`, `network ${q(n.key)} is not declared in the top-level networks`);
   }
   w.strList(o.volumes_from, `${path}.volumes_from`).forEach((vf, i) => {
     const [src, m = 'rw'] = vf.split(':') as [string, string?];
@@ -853,7 +863,7 @@ export function parseCompose(input: ParseInput): ParseResult {
 
   w.keys(root, '', TOP_KEYS);
   const name = w.str(root.name, 'name');
-  if (name !== undefined && name !== input.project) w.fail('name', `is ${JSON.stringify(name)} but the workload's project is ${JSON.stringify(input.project)}`);
+  if (name !== undefined && name !== input.project) w.fail('name', `is ${q(name)} but the workload's project is ${q(input.project)}`);
   const top = {
     networks: w.obj(root.networks, 'networks') ?? {},
     volumes: w.obj(root.volumes, 'volumes') ?? {},
