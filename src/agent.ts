@@ -526,7 +526,7 @@ export class Agent {
   /** capacity, allocatable and usage as last sampled; committed from the last pass's observation. */
   private resourceFigures() {
     const s = this.resources.latest();
-    const view = this.loop?.lastCycle?.view;
+    const view = this.loop?.lastView;
     const committed = view
       ? computeCommitted({ desired: this.store.data.desired?.document.workloads ?? [], observed: view.observed, records: this.store.data.records, types: BUILTIN_TYPES }).total
       : undefined;
@@ -534,7 +534,7 @@ export class Agent {
   }
 
   private buildReport(seq: number) {
-    const view = this.loop.lastCycle?.view;
+    const view = this.loop.lastView;
     const runtimes: Record<string, string> = { ...(view?.status ?? {}) };
     for (const rt of this.runtimes) runtimes[rt.name] ??= 'down: not observed yet';
     for (const a of this.absentRuntimes) runtimes[a.name] = `down: ${a.reason}`;

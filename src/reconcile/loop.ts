@@ -116,6 +116,13 @@ export class ReconcileLoop {
   private backoffTimer: NodeJS.Timeout | null = null;
   private interruptedChecked = false;
   lastCycle: CycleSummary | null = null;
+  /**
+   * The newest observation, set as soon as a pass has observed and before it settles records from
+   * it: a report built while a pass executes pairs the records with the engines' state they were
+   * settled against, never records of a pass that saw an engine up with the status of one that saw
+   * it down.
+   */
+  lastView: RuntimeView | null = null;
   cycles = 0;
 
   constructor(private readonly deps: LoopDeps) {
@@ -269,6 +276,7 @@ export class ReconcileLoop {
     const types = this.deps.types ?? BUILTIN_TYPES;
     const view = await observeRuntimes(this.deps.runtimes, signal, types);
     const evidence = await this.gatherEvidence(view, signal);
+    this.lastView = view;
     const desired = store.data.desired?.document ?? null;
     const now = this.now();
     const pendingChanged = this.applyPending(now);
