@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 
 import { WorkloadError, type ErrorCode } from '../../src/errors/index.js';
 import {
+  cannotStartAgain,
   dockerErrorMessage,
   dockerStatusCode,
   translateDockerError,
@@ -384,5 +385,22 @@ describe('dockerErrorMessage / dockerStatusCode', () => {
     assert.equal(dockerStatusCode(engineErr(304, '')), 304);
     assert.equal(dockerStatusCode({ statusCode: '304' }), undefined);
     assert.equal(dockerStatusCode(null), undefined);
+  });
+});
+
+describe('cannotStartAgain', () => {
+  const id = '088bcdf7b580aa11';
+  it('is true for the two ways containerd keeps a dead start\'s id after dockerd restarted', () => {
+    // Seen on the testbed's private dockerd stopped mid-start (test/faults/engine-restarts.test.ts).
+    assert.equal(cannotStartAgain(`task ${id}: already exists`, id), true);
+    assert.equal(cannotStartAgain('id already in use', id), true);
+    assert.equal(cannotStartAgain(dockerErrorMessage(engineErr(500, 'id already in use')), id), true);
+  });
+  it('is false for a task of another container and for errors a retry or the spec can fix', () => {
+    assert.equal(cannotStartAgain('task 1234: already exists', id), false);
+    assert.equal(cannotStartAgain('endpoint with name t-w8 already exists in network none', id), false);
+    assert.equal(cannotStartAgain('Bind for 127.0.0.1:18999 failed: port is already allocated', id), false);
+    assert.equal(cannotStartAgain('transport is closing: unavailable', id), false);
+    assert.equal(cannotStartAgain('the grid id already in useful state', id), false);
   });
 });

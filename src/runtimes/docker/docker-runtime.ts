@@ -20,7 +20,7 @@ import {
   type WorkloadUsage,
 } from '../runtime.js';
 import { containerName, toCreateOptions } from './container-config.js';
-import { dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
+import { cannotStartAgain, dockerErrorMessage, dockerStatusCode, translateDockerError, type DockerErrorContext } from './translate-error.js';
 import { mapLimit, usageFromDockerStats } from './usage.js';
 import { imagePresent, pullImage } from './images.js';
 import { streamDockerEvents } from './event-stream.js';
@@ -470,11 +470,9 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       // 304: already running, which is what was asked.
       if (dockerStatusCode(err) === 304) return;
-      // dockerd 20.10 stopped during a start can leave containerd a task under this container's id
-      // that it no longer knows: every later start fails with "task <id>: already exists". Only a new
-      // container (a new id) runs again, so the executor is told to replace it.
+      // An engine restart cut a start short and left the id taken in containerd: the executor replaces it.
       const message = dockerErrorMessage(err);
-      if (message.includes(`task ${observed.runtimeId}: already exists`)) {
+      if (cannotStartAgain(message, observed.runtimeId)) {
         throw new WorkloadError('STUCK', message, { cause: err, details: { operation: 'start', replace: true } });
       }
       throw translateDockerError(err, 'start');

@@ -14,6 +14,7 @@
  *   start, dockerd shutting down: `failed to update store for object type *libnetwork.endpoint: open : no such file or directory`,
  *                                `failed to update the store state of sandbox: failed to update store for object type *libnetwork.sbState: open : no such file or directory`,
  *                                `transport is closing: unavailable` (500)
+ *   start, after such a restart: `task <id>: already exists`, `id already in use` (500, on every later start)
  * Docker Hub answers a pull of a repository that does not exist (or is private) with
  *   `pull access denied for x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied`.
  */
@@ -153,6 +154,16 @@ function classify(err: unknown, message: string, context: DockerErrorContext): E
  * Turns whatever dockerode threw into a WorkloadError. The exact engine message is the error's message;
  * `details` carries the operation and HTTP status for logs and the status report.
  */
+/**
+ * Whether a failed start says this container can never start again: dockerd 20.10 stopped during a
+ * start can leave containerd a task ("task <id>: already exists") or a container record ("id already
+ * in use") under this container's id that dockerd no longer knows. Every later start fails the same
+ * way; only a new container (a new id) runs, so the caller replaces it rather than retry.
+ */
+export function cannotStartAgain(message: string, containerId: string): boolean {
+  return message.includes(`task ${containerId}: already exists`) || /\bid already in use\b/.test(message);
+}
+
 export function translateDockerError(err: unknown, context: DockerErrorContext): WorkloadError {
   if (err instanceof WorkloadError) return err;
   const message = dockerErrorMessage(err);
