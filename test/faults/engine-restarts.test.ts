@@ -17,7 +17,15 @@
  *     within one reconcile interval. (Before the fix in src/agent.ts the reconnect backoff, grown
  *     during the outage to up to 30 s, ran on after the engine was back and such stops were missed.)
  *
- * libvirt: see the second suite.
+ * libvirt: a private libvirtd (own mount and network namespaces, run/lib/etc dirs and socket; the
+ * shared daemon is never touched, see test/helpers/private-libvirtd.ts) runs a TCG VM. For
+ * LIBVIRT_ROUNDS rounds a new generation adds a VM, and the private libvirtd is stopped at a seeded
+ * random moment after the agent took it (so while the new VM's disk, domain or start is under way).
+ * While it is down, every report says `node.runtimes.libvirt` is down and every desired VM's error
+ * is RUNTIME_UNAVAILABLE. After it is back: the VMs that were running still run in the same QEMU
+ * process (nothing removed, nothing recreated), every desired VM runs with exactly one domain and
+ * one disk directory (nothing orphaned by the cut), and the report converges, within 2 reconcile
+ * intervals plus a slack.
  *
  * Seed: ENGINE_RESTARTS_SEED (printed); rounds: ENGINE_RESTARTS_ROUNDS (default 3).
  * Prints one line: FIGURES engine-restarts: ...
@@ -25,7 +33,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,7 +44,9 @@ import Docker from 'dockerode';
 import { AgentProcess, waitFor, type LogLine } from '../helpers/agent-process.js';
 import { cleanupDockerByLabel, requireEngine, testNodeId } from '../helpers/engines.js';
 import { startFleetServer, type FleetServer, type JsonObject } from '../helpers/fleet-server.js';
+import { buildTestGuest, type TestGuest } from '../helpers/guest.js';
 import { privateDockerdSkipReason, startPrivateDockerd, type PrivateDockerd } from '../helpers/private-dockerd.js';
+import { privateLibvirtdSkipReason, startPrivateLibvirtd, type PrivateLibvirtd } from '../helpers/private-libvirtd.js';
 import { seededRandom } from '../helpers/seeded-random.js';
 
 const exec = promisify(execFile);
@@ -51,6 +61,8 @@ const SEED = Number(process.env.ENGINE_RESTARTS_SEED ?? randomInt(1, 2 ** 31 - 1
 const ONLY = process.env.ENGINE_RESTARTS_ONLY; // 'docker' | 'libvirt': one part while developing
 
 const dockerSkip = (await requireEngine('docker')) || (await privateDockerdSkipReason()) || (ONLY === 'libvirt' && 'ENGINE_RESTARTS_ONLY=libvirt');
+const libvirtSkip = (await requireEngine('libvirt')) || (await privateLibvirtdSkipReason()) || (ONLY === 'docker' && 'ENGINE_RESTARTS_ONLY=docker');
+const LIBVIRT_ROUNDS = Number(process.env.ENGINE_RESTARTS_LIBVIRT_ROUNDS ?? 2);
 
 /** Figures both suites add to; printed once, after the last suite. */
 const figures: { dockerRounds: number; convergeMs: number[]; eventsReconnected: number; eventsTried: number; wedgedReplaced: number; libvirt: string } = {
@@ -303,6 +315,168 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       process.stdout.write(`engine-restarts: round ${round}: recreate ${[...recreated].join(',')}, stop ${stopAfter} ms after the take, down ${pingAt - stopAt} ms, converged ${convergeMs} ms after the ping, event ${eventMs} ms after the stop\n`);
     }
     process.stdout.write(`engine-restarts: docker: ${midApply}/${ROUNDS} stops landed before the generation's first reconcile finished; ${figures.wedgedReplaced} container(s) the restarted engine could not start were replaced\n`);
+  });
+});
+
+interface Vm {
+  id: string;
+  type: 'vm';
+  revision: string;
+  desiredState: 'running';
+  spec: Record<string, unknown>;
+}
+
+describe('libvirtd restarts while a VM is being defined (private libvirtd)', { skip: libvirtSkip, timeout: 420_000 }, () => {
+  const nodeId = testNodeId('test-lvrst');
+  const random = seededRandom(SEED + 1);
+  const prefix = `pr${nodeId.slice(-6)}-`;
+  let dir: string | undefined;
+  let l: PrivateLibvirtd | undefined;
+  let guest: TestGuest;
+  let server: FleetServer | undefined;
+  let agent: AgentProcess | undefined;
+  let storageDir = '';
+  let generation = 0;
+  const desired = new Map<string, Vm>();
+
+  const vm = (id: string): Vm => ({
+    id,
+    type: 'vm',
+    revision: '1',
+    desiredState: 'running',
+    // No NIC: nothing to reach, and the private daemon's network namespace has no bridge.
+    spec: { vcpus: 1, memoryMiB: 96, boot: { kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline }, disks: [{ name: 'root', sizeBytes: 16 * 1024 * 1024 }], shutdownTimeoutSeconds: 5 },
+  });
+  const publish = (): number => {
+    generation += 1;
+    server!.setDocument(nodeId, { apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation, workloads: [...desired.values()] });
+    return generation;
+  };
+  const domains = async (state: '--all' | '--state-running'): Promise<string[]> =>
+    (await l!.virsh('list', state, '--name')).split('\n').map((x) => x.trim()).filter((n) => n.startsWith(prefix)).sort();
+  const want = (): string[] => [...desired.keys()].map((id) => `${prefix}${id}`).sort();
+  /** Why libvirt does not match the desired state yet, or ''. */
+  const notConverged = async (): Promise<string> => {
+    const all = await domains('--all');
+    const running = await domains('--state-running');
+    const disks = (await readdir(join(storageDir, 'vms')).catch(() => [] as string[])).filter((n) => n.startsWith(prefix)).sort();
+    if (JSON.stringify(all) !== JSON.stringify(want())) return `domains ${all.join(',')}, desired ${want().join(',')}`;
+    if (JSON.stringify(running) !== JSON.stringify(want())) return `running ${running.join(',')}, desired ${want().join(',')}`;
+    if (JSON.stringify(disks) !== JSON.stringify(want())) return `disk dirs ${disks.join(',')}, desired ${want().join(',')}`;
+    return '';
+  };
+  const reportConverged = (r: JsonObject, gen: number): boolean => {
+    const rep = r as Report;
+    if (rep.observedGeneration !== gen || !String(rep.node.runtimes.libvirt ?? '').startsWith('up')) return false;
+    const byId = new Map(rep.workloads.map((w) => [w.id, w]));
+    return [...desired.keys()].every((id) => byId.get(id)?.phase === 'Running' && byId.get(id)?.error === null);
+  };
+  const unavailable = (r: JsonObject): boolean => {
+    const rep = r as Report;
+    if (!String(rep.node.runtimes.libvirt ?? '').startsWith('down')) return false;
+    const byId = new Map(rep.workloads.map((w) => [w.id, w]));
+    return [...desired.keys()].every((id) => byId.get(id)?.error?.code === 'RUNTIME_UNAVAILABLE');
+  };
+
+  before(async () => {
+    dir = await mkdtemp('/tmp/lr-');
+    // QEMU runs as libvirt-qemu: it must traverse to the VM files.
+    await chmod(dir, 0o711);
+    storageDir = join(dir, 'vmstore');
+    guest = await buildTestGuest();
+    l = await startPrivateLibvirtd(dir);
+    server = await startFleetServer({ tls: null });
+    const cfg = join(dir, 'config.json');
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        nodeId,
+        stateDir: join(dir, 'state'),
+        logLevel: 'debug',
+        source: { url: server.sourceUrl, pollIntervalSeconds: 1 },
+        status: { url: server.statusUrl, heartbeatSeconds: 1, debounceMs: 50 },
+        reconcile: { intervalSeconds: INTERVAL_S, concurrency: 2 },
+        retry: { initialDelaySeconds: 1, maxDelaySeconds: 2 },
+        metrics: { listen: 'off' },
+        // 1 vCPU each on a 2-CPU host: admission would refuse the third VM without overcommit.
+        resources: { overcommit: { cpu: 4 } },
+        docker: { enabled: false },
+        libvirt: { uri: l.uri, namePrefix: prefix, domainType: 'qemu', storageDir, allowedPathPrefixes: [guest.dir], ipWaitSeconds: 3600 },
+      }),
+    );
+    desired.set('vm0', vm('vm0'));
+    publish();
+    agent = AgentProcess.start(['run', '--config', cfg]);
+  });
+
+  after(async () => {
+    await agent?.stop('SIGTERM').catch(() => undefined);
+    // Every domain of the private daemon is ours; close() destroys them, then ends its processes.
+    await l?.close().catch(() => undefined);
+    await server?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it(`${LIBVIRT_ROUNDS} rounds: libvirtd stopped while a new VM is defined, RUNTIME_UNAVAILABLE while down, running VMs untouched, converged within 2 intervals`, async () => {
+    const a = agent!;
+    const dump = async () =>
+      `libvirt: ${await notConverged().catch((e: unknown) => String(e))}\n--- agent log ---\n${a.dump()}\n--- private libvirtd log (tail) ---\n${l!.log()}`;
+    await waitFor('the first VM', async () => (await notConverged()) === '', 120_000, 250).catch(async (err: unknown) => {
+      throw new Error(`${String(err)}\n${await dump()}`);
+    });
+    await server!.waitForReport(nodeId, (r) => reportConverged(r, generation), 30_000);
+    const convergeMs: number[] = [];
+    let midApply = 0;
+    for (let round = 1; round <= LIBVIRT_ROUNDS; round++) {
+      const kept = [...desired.keys()];
+      const qemuBefore = new Map<string, number | undefined>();
+      for (const id of kept) qemuBefore.set(id, await l!.qemuPid(`${prefix}${id}`));
+      const added = `vm${round}`;
+      desired.set(added, vm(added));
+      const mark = a.lines.length;
+      const gen = publish();
+      await waitFor(`the agent to take generation ${gen}`, () => a.lines.slice(mark).some((x) => x.msg === 'new desired state' && x.generation === gen), 30_000, 20);
+      const stopAfter = Math.floor(random() * 800);
+      await sleep(stopAfter);
+      if (!a.lines.slice(mark).some((x) => typeof x.msg === 'string' && x.msg.startsWith('reconciled:'))) midApply += 1;
+      const stopAt = Date.now();
+      await l!.stop();
+
+      await server!.waitForReport(nodeId, (r) => Date.parse((r as Report).sentAt) > stopAt && unavailable(r), 30_000).catch(async (err: unknown) => {
+        throw new Error(`round ${round}: no RUNTIME_UNAVAILABLE report while libvirtd was down: ${String(err)}\nlast report: ${JSON.stringify(server!.reports(nodeId).at(-1))}\n${await dump()}`);
+      });
+      await sleep(INTERVAL_S * 1000 * (1 + random()));
+      const startAt = Date.now();
+      await l!.start();
+      const pingAt = Date.now();
+
+      const downReports = server!.reports(nodeId).filter((r) => {
+        const t = Date.parse((r as Report).sentAt);
+        return t > stopAt && t < startAt;
+      }) as Report[];
+      for (const r of downReports) {
+        const have = new Set(r.workloads.map((w) => w.id));
+        for (const id of desired.keys()) assert.ok(have.has(id), `round ${round}: report seq ${r.seq} while down has no record of ${id}`);
+      }
+      const firstDown = downReports.findIndex(unavailable);
+      for (const r of downReports.slice(firstDown)) {
+        if (!unavailable(r)) assert.fail(`round ${round}: report seq ${r.seq} while down: ${JSON.stringify(r.node.runtimes)} ${JSON.stringify(r.workloads.map((w) => [w.id, w.error?.code, w.error?.message]))}\n${a.dump()}`);
+      }
+
+      try {
+        await waitFor(`round ${round} to converge`, async () => (await notConverged()) === '', 60_000, 100);
+        await server!.waitForReport(nodeId, (r) => Date.parse((r as Report).sentAt) >= pingAt && reportConverged(r, gen), 30_000);
+      } catch (err) {
+        throw new Error(`${String(err)}\n${await dump()}`);
+      }
+      const ms = Date.now() - pingAt;
+      convergeMs.push(ms);
+      // The VMs that ran before the stop run on in the same QEMU process: nothing was removed or recreated.
+      for (const id of kept) assert.equal(await l!.qemuPid(`${prefix}${id}`), qemuBefore.get(id), `round ${round}: ${id} keeps its QEMU process through the libvirtd restart\n${a.dump()}`);
+      assert.ok(ms <= 2 * INTERVAL_S * 1000 + CONVERGE_SLACK_MS, `round ${round}: converged ${ms} ms after libvirtd answered, more than 2 reconcile intervals (${2 * INTERVAL_S} s) + ${CONVERGE_SLACK_MS} ms\n${a.dump()}`);
+      process.stdout.write(`engine-restarts: libvirt round ${round}: add ${added}, stop ${stopAfter} ms after the take, down ${pingAt - stopAt} ms, converged ${ms} ms after libvirtd answered\n`);
+    }
+    figures.libvirt = `rounds=${LIBVIRT_ROUNDS},midApply=${midApply},convergeP50=${secs(pct(convergeMs, 50))}s,convergeMax=${secs(Math.max(...convergeMs))}s`;
   });
 });
 
