@@ -198,7 +198,7 @@ describe('docker engine restarts mid-apply (private dockerd)', { skip: dockerSki
       if (d.running()) {
         for (const c of await ours().catch(() => [])) await docker.getContainer(c.Id).remove({ force: true, v: true }).catch(() => undefined);
       }
-      await d.stop().catch(() => undefined);
+      await d.close().catch(() => undefined);
     }
     // Nothing of this node should ever be on the shared engine; if a bug put it there, it goes too.
     await cleanupDockerByLabel(nodeId).catch(() => undefined);

@@ -487,7 +487,7 @@ describe("Docker's data root full on a private dockerd: an image pull that canno
     await forward?.stop().catch(() => undefined);
     await reg?.close().catch(() => undefined);
     await server?.close();
-    await d?.stop().catch(() => undefined);
+    await d?.close().catch(() => undefined);
     if (mounted) await exec('umount', ['-l', dataRoot()]).catch(() => undefined);
     if (dir) await rm(dir, { recursive: true, force: true });
   });

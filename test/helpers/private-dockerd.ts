@@ -6,15 +6,18 @@
  *
  *   const d = await startPrivateDockerd(dir);   // d.socketPath
  *   await d.stop();  await d.start();           // same dirs: the engine comes back as it was
- *   await d.stop();                             // in after()
+ *   await d.close();                            // in after(): the engine, then any shim it left
  */
-import { spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { waitFor } from './agent-process.js';
 import { findExecutable } from './engines.js';
 import { OwnedProcess } from './prometheus.js';
+
+const run = promisify(execFile);
 
 export interface PrivateDockerd {
   socketPath: string;
@@ -23,6 +26,60 @@ export interface PrivateDockerd {
   stop(): Promise<void>;
   running(): boolean;
   log(): string;
+  /** Stops the engine and ends the containerd shims (and their containers' processes) it left behind. */
+  close(): Promise<void>;
+}
+
+/** Unmounts what is still mounted under `dir` (the rootfs of a container a shim kept), deepest first. */
+async function unmountUnder(dir: string): Promise<void> {
+  const points = (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of points) await run('umount', ['-l', m]).catch(() => undefined);
+}
+
+/** pid -> [ppid, cmdline] of every process, from /proc. */
+async function processTable(): Promise<Map<number, [number, string]>> {
+  const out = new Map<number, [number, string]>();
+  for (const e of await readdir('/proc')) {
+    const pid = Number(e);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const cmd = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replaceAll('\0', ' ');
+      out.set(pid, [ppid, cmd]);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * A dockerd stopped mid-start can leave shims its next incarnation no longer knows (the wedged ids it
+ * cannot start again): they and their containers' processes would outlive the test. Only shims that
+ * talk to this engine's containerd (an address under its exec root) and their descendants are ended.
+ */
+async function killLeftoverShims(execRoot: string): Promise<number> {
+  const table = await processTable();
+  const shims = [...table].filter(([, [, cmd]]) => cmd.includes('containerd-shim') && cmd.includes(`-address ${execRoot}/`)).map(([pid]) => pid);
+  const doomed: number[] = [];
+  const collect = (pid: number): void => {
+    for (const [child, [ppid]] of table) if (ppid === pid) collect(child);
+    doomed.push(pid);
+  };
+  for (const pid of shims) collect(pid);
+  for (const pid of doomed) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return shims.length;
 }
 
 function ping(socketPath: string): Promise<boolean> {
@@ -95,6 +152,11 @@ export async function startPrivateDockerd(dir: string): Promise<PrivateDockerd> 
       log.push(proc.log());
       await proc.stop('SIGTERM', 30_000);
       proc = undefined;
+    },
+    async close() {
+      await api.stop();
+      await killLeftoverShims(execRoot);
+      await unmountUnder(dir);
     },
   };
   await api.start();
