@@ -145,7 +145,14 @@ export class Agent {
     logger.info({ nodeId: this.nodeId, idSource: id.source, stateDir, version: AGENT_VERSION }, 'persys-agent starting');
 
     // createRuntimes also gives the host policy the facts of this host (state dir, engine sockets).
-    const built = createRuntimes(config, { nodeId: this.nodeId, stateDir, logger, onChange: () => this.reporter?.markDirty() });
+    const built = createRuntimes(config, {
+      nodeId: this.nodeId,
+      stateDir,
+      logger,
+      onChange: () => this.reporter?.markDirty(),
+      // Read when a VM is created, by which time the storage manager exists and the gate saw the volume Ready.
+      storageVolume: (name) => this.storage?.volume(name),
+    });
     this.runtimes = built.runtimes;
     this.absentRuntimes = built.absent;
     // State files of agents before runtime contract v2: moved into the records' generic fields once.

@@ -18,6 +18,8 @@ export interface RuntimeContext {
   logger: Logger;
   /** A workload's report-relevant facts changed outside a reconcile (e.g. a VM got an address). */
   onChange?: (workloadId: string) => void;
+  /** A document volume as the storage layer made it (its pool and whether it is Ready), for a VM disk that attaches it. */
+  storageVolume?: (name: string) => { pool: string; poolType: string; phase: string } | undefined;
 }
 
 export interface RuntimeSet {
@@ -55,6 +57,7 @@ const FACTORIES: readonly RuntimeFactory[] = [
         stateDir: ctx.stateDir,
         logger: ctx.logger,
         ...(ctx.onChange ? { onVmChange: ctx.onChange } : {}),
+        ...(ctx.storageVolume ? { storageVolume: ctx.storageVolume } : {}),
       }),
   },
 ];

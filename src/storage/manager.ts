@@ -119,6 +119,11 @@ export class StorageManager {
     }
   }
 
+  /** A volume as storage.json has it (pool, phase, path), for a runtime that attaches it. */
+  volume(name: string): Readonly<VolumeState> | undefined {
+    return Object.hasOwn(this.state.volumes, name) ? this.state.volumes[name] : undefined;
+  }
+
   plan(doc: StorageDocument | null): StoragePlan {
     return planStorage({ pools: doc ? (doc.storagePools ?? []) : null, volumes: doc ? documentVolumes(doc, this.o.types) : null, state: this.state, allowedPrefixes: this.o.allowedPrefixes });
   }

@@ -8,13 +8,16 @@
  *   - a larger sizeBytes grows the volume in place while the VM runs (blockresize: same domain id,
  *     the guest's disk is the new size), no reboot;
  *   - removing the VM follows each disk's reclaimPolicy: retain keeps its volume in the pool, delete
- *     removes it from vol-list.
+ *     removes it from vol-list;
+ *   - a VM that attaches a document volume (`disks[].volume`) gets that volume's qcow2 as its disk once
+ *     it is Ready, the volume grows online, removing the VM keeps the volume (same file) and a VM
+ *     declared again gets it back, and the volume leaving the document deletes it (its reclaimPolicy).
  * The VM has no boot files (SeaBIOS finds nothing to boot and idles): the test is about its disks.
  * Pools, volumes and domains are removed by name prefix and node id in after(), also after a failure.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -41,8 +44,8 @@ describe('storage: a libvirt pool for VM disks on the real libvirtd (built agent
   let desiredPath = '';
   let agent: AgentProcess | undefined;
   const vm = (id: string, disks: unknown[]) => ({ id, type: 'vm', spec: { vcpus: 1, memoryMiB: 64, domainType: 'qemu', disks, shutdownTimeoutSeconds: 5 } });
-  const write = (generation: number, workloads: unknown[]) =>
-    writeFile(desiredPath, JSON.stringify({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation, storagePools: [{ name: pool, type: 'libvirt', path: poolPath, capacityBytes: 128 * MiB }], workloads }));
+  const write = (generation: number, workloads: unknown[], volumes: unknown[] = []) =>
+    writeFile(desiredPath, JSON.stringify({ apiVersion: 'persys.dev/v1', kind: 'DesiredState', nodeId, generation, storagePools: [{ name: pool, type: 'libvirt', path: poolPath, capacityBytes: 128 * MiB }], volumes, workloads }));
   const status = async (): Promise<Status> => {
     const r = await runCli(['status', '--json', '--config', configPath]);
     return JSON.parse(r.stdout) as Status;
@@ -160,5 +163,52 @@ describe('storage: a libvirt pool for VM disks on the real libvirtd (built agent
     assert.equal(s3.storage?.volumes.find((v) => v.name === 'vm1.b'), undefined);
     assert.equal(s3.storage?.pools.find((p) => p.name === pool)?.allocatedBytes, 96 * MiB, 'a retained volume still counts against its pool');
     console.log(`# libvirt pool: vm1 with 2 pool disks Running after ${upMs} ms; online grow 64->96 MiB in ${growMs} ms; removal (retain 1, delete 1) in ${removeMs} ms`);
+  });
+
+  it('a VM attaches a document volume: its disk once Ready, grown online, kept when the VM goes, deleted when the volume goes', async () => {
+    // The pool holds the retained vm1.a (96 MiB) from the test before: 32 MiB left.
+    const volume = (sizeBytes: number) => ({ name: 'vdata', pool, sizeBytes, reclaimPolicy: 'delete' });
+    const vm3 = vm('vm3', [{ name: 'data', volume: 'vdata' }]);
+    const dom3 = `${prefix}vm3`;
+    const file = join(poolPath, 'vdata.qcow2');
+    await write(4, [vm3], [volume(16 * MiB)]);
+    const t0 = Date.now();
+    await waitFor('vm3 Running', async () => (await status()).workloads.find((w) => w.id === 'vm3')?.phase === 'Running', 120_000, 500);
+    const upMs = Date.now() - t0;
+    assert.deepEqual(await vols(), ['vdata.qcow2', 'vm1.a.qcow2']);
+    assert.equal(await capacity('vdata.qcow2'), 16 * MiB);
+    assert.match(await virsh('domblklist', dom3, '--details'), new RegExp(`disk\\s+vda\\s+${file}`));
+    const s1 = await status();
+    assert.deepEqual(s1.storage?.volumes.find((v) => v.name === 'vdata')?.attachedTo, ['vm3']);
+
+    // Grown online: the guest's disk is the new size, the domain is the same.
+    const id3 = (await virsh('domid', dom3)).trim();
+    await write(5, [vm3], [volume(24 * MiB)]);
+    await waitFor('vdata grown to 24 MiB', async () => (await capacity('vdata.qcow2')) === 24 * MiB, 60_000, 500);
+    assert.match(await virsh('domblkinfo', dom3, 'vda', '--human'), /Capacity:\s+24\.000 MiB/);
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((await virsh('domid', dom3)).trim(), id3, 'vm3 was not restarted by the grow');
+
+    // The VM leaves, the volume stays declared: the domain goes, the volume's file stays as it was.
+    const inode = (await stat(file)).ino;
+    await write(6, [], [volume(24 * MiB)]);
+    await waitFor('vm3 gone', async () => !(await domainNames()).includes(dom3), 60_000, 500);
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.equal((await stat(file)).ino, inode, 'removing the VM kept its volume');
+    assert.equal((await status()).storage?.volumes.find((v) => v.name === 'vdata')?.phase, 'Ready');
+
+    // Declared again, the VM gets the same file back.
+    await write(7, [vm3], [volume(24 * MiB)]);
+    await waitFor('vm3 Running again', async () => (await domainNames()).includes(dom3) && (await status()).workloads.find((w) => w.id === 'vm3')?.phase === 'Running', 60_000, 500);
+    assert.match(await virsh('domblklist', dom3, '--details'), new RegExp(`disk\\s+vda\\s+${file}`));
+    assert.equal((await stat(file)).ino, inode);
+
+    // VM and volume leave together: the domain first, then the volume (reclaimPolicy delete).
+    await write(8, [], []);
+    const t1 = Date.now();
+    await waitFor('vm3 and vdata gone', async () => !(await domainNames()).includes(dom3) && !(await vols()).includes('vdata.qcow2'), 120_000, 500);
+    const goneMs = Date.now() - t1;
+    assert.deepEqual(await vols(), ['vm1.a.qcow2']);
+    console.log(`# libvirt pool: vm3 attaching volume vdata Running after ${upMs} ms; VM and volume removed in ${goneMs} ms`);
   });
 });

@@ -86,3 +86,40 @@ describe('VM disks with pool: volumes, gate and hash', () => {
     assert.notEqual(h([{ name: 'a', sizeBytes: 64 * MiB }]), h([{ name: 'a', pool: 'lv', sizeBytes: 64 * MiB }]));
   });
 });
+
+describe('VM disks with volume: a document volume of a libvirt pool, attached', () => {
+  const vols = [
+    { name: 'data', pool: 'lv', sizeBytes: 32 * MiB, reclaimPolicy: 'retain' },
+    { name: 'logs', pool: 'lp', sizeBytes: 16 * MiB },
+  ];
+  it('accepts a declared volume of a libvirt pool; the VM refers to it and asks no disk of the host', () => {
+    assert.equal(errors(doc([{ name: 'root', sizeBytes: MiB }, { name: 'data', volume: 'data' }], { volumes: vols })), 'OK');
+    const w = vm([{ name: 'root', sizeBytes: MiB }, { name: 'd', volume: 'data', bus: 'scsi' }]);
+    assert.deepEqual(vmType.volumeRefs?.(w), ['data']);
+    assert.deepEqual(vmType.ownVolumes?.(w), [], 'the volume is the document\'s, not one the VM declares');
+    assert.equal(vmType.requests?.(w)?.diskBytes, MiB, 'only the plain disk is the host\'s');
+    const gate = storageGate(BUILTIN_TYPES, new Set(['data']), { denied: new Map() }, emptyStorageState());
+    const step = { kind: 'create', workloadId: 'vm1', workload: w, specHash: 'h', reason: 'new' } as unknown as DesiredStep;
+    assert.match(String((gate.check(step, undefined, new Date(0)) as { reason: string }).reason), /^waiting for volume data \(not created yet\) before create$/);
+  });
+  it('refuses, naming the field: an undeclared volume, one of a loop pool, a second attachment, another user', () => {
+    assert.match(errors(doc([{ name: 'd', volume: 'nope' }], { volumes: vols })), /^workloads\[1\]\.spec\.disks\[0\]\.volume: volume nope is not declared in volumes$/m);
+    assert.match(errors(doc([{ name: 'd', volume: 'logs' }], { volumes: vols })), /^workloads\[1\]\.spec\.disks\[0\]\.volume: volume logs is in pool lp of type loop; a VM disk attaches volumes of a pool of type libvirt$/m);
+    assert.match(errors(doc([{ name: 'a', volume: 'data' }, { name: 'b', volume: 'data' }], { volumes: vols })), /^workloads\[1\]\.spec\.disks\[1\]\.volume: volume data is already attached by workloads\[1\]\.spec\.disks\[0\]; a volume is the disk of one VM only$/m);
+    const shared: Record<string, unknown> = doc([{ name: 'd', volume: 'data' }], { volumes: vols });
+    shared.workloads = [{ id: 'web', type: 'container', spec: { image: 'x:1', volumes: [{ type: 'volume', source: 'data', target: '/data' }] } }, (shared.workloads as unknown[])[1]];
+    assert.match(errors(shared), /^workloads\[1\]\.spec\.disks\[0\]\.volume: volume data is attached as a disk here and also used by workloads\[0\]; a VM's disk volume has no other user$/m);
+  });
+  it('refuses size, image, pool or reclaimPolicy beside volume: those are the volume\'s', () => {
+    for (const extra of [{ sizeBytes: MiB }, { image: { path: '/x.qcow2' } }, { pool: 'lv' }, { reclaimPolicy: 'retain' }]) {
+      assert.match(errors(doc([{ name: 'd', volume: 'data', ...extra }], { volumes: vols })), /a disk with volume takes its size, pool and reclaimPolicy from that volume/, JSON.stringify(extra));
+    }
+  });
+  it('the volume is in the hash (another volume is another disk); a VM without one hashes as before', () => {
+    const a = vm([{ name: 'd', volume: 'data' }]);
+    const b = vm([{ name: 'd', volume: 'other' }]);
+    assert.notEqual(specHash(a), specHash(b));
+    const plain = vm([{ name: 'root', sizeBytes: MiB }]);
+    assert.equal(specHash(plain), specHash(vm([{ name: 'root', sizeBytes: MiB, volume: undefined }])));
+  });
+});

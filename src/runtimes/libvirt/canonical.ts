@@ -47,6 +47,7 @@ export function canonicalVmV2(spec: VmSpec): CanonicalObject {
       // VM runs), so a larger size is no reason to reboot the guest. Disks without pool as before.
       if (disk.pool === undefined) put(o, 'sizeBytes', disk.sizeBytes);
       put(o, 'pool', disk.pool);
+      put(o, 'volume', disk.volume);
       if (disk.image) {
         const img: Record<string, unknown> = { ...disk.image };
         if (img.format === 'qcow2') delete img.format;

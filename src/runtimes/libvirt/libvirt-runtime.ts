@@ -66,6 +66,8 @@ export interface LibvirtRuntimeOptions {
   logger: Logger;
   /** A VM's report-relevant facts changed (addresses, warning): send a fresh status. */
   onVmChange?: (workloadId: string) => void;
+  /** The storage layer's view of a document volume, for disks with `volume:` (docs/storage.md). */
+  storageVolume?: (name: string) => { pool: string; poolType: string; phase: string } | undefined;
   binaries?: { virsh?: string; qemuImg?: string; genisoimage?: string };
   dispatcher?: Dispatcher;
   /** Address polling intervals (tests shorten them). */
@@ -443,6 +445,18 @@ export class LibvirtRuntime implements Runtime {
         // A volume the storage layer made in the pool before the storage gate let this create run;
         // the runtime only attaches it (and never deletes it: its reclaimPolicy is the storage layer's).
         out.push({ name: d.name, file: await this.poolVolumePath(d.pool, poolDiskVolumeName(w.id, d.name), signal), format: 'qcow2', bus: d.bus ?? 'virtio', reclaimPolicy: d.reclaimPolicy ?? 'delete', ...(d.sizeBytes !== undefined ? { sizeBytes: d.sizeBytes } : {}) });
+        continue;
+      }
+      if (d.volume !== undefined) {
+        // A document volume: the storage layer owns its size and its life; the VM only attaches it,
+        // and its removal keeps it (reclaimPolicy retain here: the volume's own policy is applied by storage).
+        const vol = this.opts.storageVolume?.(d.volume);
+        if (!vol || vol.phase !== 'Ready' || vol.poolType !== 'libvirt') {
+          throw new WorkloadError('VM_DEFINE_FAILED', `disk ${d.name}: volume ${d.volume} is ${vol ? `${vol.phase} in a ${vol.poolType} pool` : 'not known to the storage layer'}; a VM attaches a Ready volume of a libvirt pool`, {
+            details: { operation: 'disk', disk: d.name, volume: d.volume },
+          });
+        }
+        out.push({ name: d.name, file: await this.poolVolumePath(vol.pool, d.volume, signal), format: 'qcow2', bus: d.bus ?? 'virtio', reclaimPolicy: 'retain' });
         continue;
       }
       const file = this.storage.diskPath(name, d.name);

@@ -44,11 +44,23 @@ const disk = v.strictObject({
         'on removal of the VM reclaimPolicy decides whether the volume stays (docs/storage.md).',
     ),
   ),
+  volume: v.pipe(
+    v.optional(safeName('disks[].volume')),
+    d(
+      'A volumes[] entry of the document, in a storage pool of type libvirt, attached as this disk (qcow2). Its size and ' +
+        'reclaimPolicy are the volume\'s: the storage layer creates, grows (online while the VM runs) and keeps or deletes it, never ' +
+        'the VM. The VM starts once the volume is Ready; no other workload may use the volume (docs/storage.md).',
+    ),
+  ),
   reclaimPolicy: v.pipe(v.optional(v.picklist(['delete', 'retain'], 'reclaimPolicy must be delete or retain')), d('On removal; default delete.')),
 });
 const checkedDisk = v.pipe(
   disk,
-  v.check((x) => x.sizeBytes !== undefined || x.image !== undefined, 'a disk needs sizeBytes (a new empty disk) or image (an overlay on a base image)'),
+  v.check((x) => x.sizeBytes !== undefined || x.image !== undefined || x.volume !== undefined, 'a disk needs sizeBytes (a new empty disk), image (an overlay on a base image) or volume (a volumes[] entry)'),
+  v.check(
+    (x) => x.volume === undefined || (x.sizeBytes === undefined && x.image === undefined && x.pool === undefined && x.reclaimPolicy === undefined),
+    'a disk with volume takes its size, pool and reclaimPolicy from that volume; sizeBytes, image, pool and reclaimPolicy are not allowed with it',
+  ),
   v.check((x) => x.pool === undefined || x.sizeBytes !== undefined, 'a disk with pool needs sizeBytes (the size of its volume)'),
   v.check((x) => x.pool === undefined || x.image === undefined, 'a disk with pool is a new empty volume; image is not supported with pool'),
 );

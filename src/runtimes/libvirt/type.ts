@@ -37,7 +37,8 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   // Disks with `pool:` are storage volumes (docs/storage.md): planned and admitted against the
   // pool's quota with the document's volumes; the storage gate holds the VM until they are Ready.
   ownVolumes: (w) => poolDisks(w).map((x) => ({ name: poolDiskVolumeName(w.id, x.name), pool: x.pool, sizeBytes: x.sizeBytes, reclaimPolicy: x.reclaimPolicy ?? 'delete' })),
-  volumeRefs: (w) => poolDisks(w).map((x) => poolDiskVolumeName(w.id, x.name)),
+  // Also the document volumes its disks attach: the gate holds the VM until they are Ready.
+  volumeRefs: (w) => [...poolDisks(w).map((x) => poolDiskVolumeName(w.id, x.name)), ...volumeDisks(w).map((x) => x.volume)],
   /**
    * A guest holds its vCPUs and its memory plus QEMU's own (VM_MEMORY_OVERHEAD_BYTES), and may grow
    * each disk to its sizeBytes (overlays are thin, but admission counts what they may take). A disk
@@ -49,6 +50,11 @@ export const vmType: TypeDescriptor<VmWorkload> = {
     return { cpus: s.vcpus, memoryBytes: s.memoryMiB * 1024 * 1024 + VM_MEMORY_OVERHEAD_BYTES, ...(disk > 0 ? { diskBytes: disk } : {}) };
   },
 };
+
+/** The disks of a VM that attach a document volume (`volume:`). */
+export function volumeDisks(w: VmWorkload): { name: string; volume: string }[] {
+  return (w.spec.disks ?? []).flatMap((x) => (x.volume !== undefined ? [{ name: x.name, volume: x.volume }] : []));
+}
 
 /** The disks of a VM that live in a storage pool (the schema makes sizeBytes required for them). */
 export function poolDisks(w: VmWorkload): { name: string; pool: string; sizeBytes: number; reclaimPolicy?: 'delete' | 'retain' | undefined }[] {
