@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import { configurePolicyContext } from '../policy/container-policy.js';
 import { ComposeRuntime } from './compose/compose-runtime.js';
 import { DockerRuntime } from './docker/docker-runtime.js';
-import { LibvirtRuntime } from './libvirt/libvirt-runtime.js';
+import { LibvirtRuntime, type StorageVolumeLookup } from './libvirt/libvirt-runtime.js';
 import type { Runtime } from './runtime.js';
 
 /*
@@ -19,7 +19,7 @@ export interface RuntimeContext {
   /** A workload's report-relevant facts changed outside a reconcile (e.g. a VM got an address). */
   onChange?: (workloadId: string) => void;
   /** A document volume as the storage layer made it (its pool and whether it is Ready), for a VM disk that attaches it. */
-  storageVolume?: (name: string) => { pool: string; poolType: string; phase: string } | undefined;
+  storageVolume?: StorageVolumeLookup;
 }
 
 export interface RuntimeSet {

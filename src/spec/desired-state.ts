@@ -202,45 +202,44 @@ function rawVolumeRefs(w: unknown): string[] {
  */
 function attachedVolumeIssues(rec: Record<string, unknown>, volNames: ReadonlyMap<string, number>, poolTypeOf: (pool: string) => unknown, addIssue: AddIssue): void {
   const workloads = Array.isArray(rec.workloads) ? (rec.workloads as unknown[]) : [];
-  const vols = Array.isArray(rec.volumes) ? (rec.volumes as { pool?: unknown }[]) : [];
-  const attachesAny = workloads.some((w) => {
-    const disks = (w as { type?: unknown; spec?: { disks?: unknown } } | null)?.spec?.disks;
-    return (w as { type?: unknown } | null)?.type === 'vm' && Array.isArray(disks) && disks.some((x: unknown) => typeof x === 'object' && x !== null && 'volume' in x);
-  });
-  if (!attachesAny) return;
-  const users = new Map<string, Set<number>>();
-  workloads.forEach((w, i) => {
-    for (const r of rawVolumeRefs(w)) users.set(r, (users.get(r) ?? new Set()).add(i));
-  });
-  const attached = new Map<string, string>();
+  const disks: { i: number; j: number; name: string }[] = [];
   workloads.forEach((w, i) => {
     const wl = (typeof w === 'object' && w !== null ? w : {}) as { type?: unknown; spec?: { disks?: unknown } };
     if (wl.type !== 'vm' || !Array.isArray(wl.spec?.disks)) return;
     (wl.spec.disks as unknown[]).forEach((dk, j) => {
       const name = typeof dk === 'object' && dk !== null ? (dk as { volume?: unknown }).volume : undefined;
-      if (typeof name !== 'string' || !v.is(POOL_NAME, name)) return;
-      const path = deepPath(rec, ['workloads', i, 'spec', 'disks', j, 'volume']);
-      const here = `workloads[${i}].spec.disks[${j}]`;
-      const at = volNames.get(name);
-      if (at === undefined) {
-        addIssue({ message: `volume ${name} is not declared in volumes`, input: name, path });
-        return;
-      }
-      const pool = vols[at]?.pool;
-      const type = typeof pool === 'string' ? poolTypeOf(pool) : undefined;
-      if (type !== undefined && type !== 'libvirt') {
-        addIssue({ message: `volume ${name} is in pool ${String(pool)} of type ${String(type)}; a VM disk attaches volumes of a pool of type libvirt`, input: name, path });
-      }
-      const first = attached.get(name);
-      if (first !== undefined) {
-        addIssue({ message: `volume ${name} is already attached by ${first}; a volume is the disk of one VM only`, input: name, path });
-        return;
-      }
-      attached.set(name, here);
-      const others = [...(users.get(name) ?? [])].filter((k) => k !== i).map((k) => `workloads[${k}]`);
-      if (others.length > 0) addIssue({ message: `volume ${name} is attached as a disk here and also used by ${others.join(', ')}; a VM's disk volume has no other user`, input: name, path });
+      // A malformed name has its own issue already.
+      if (typeof name === 'string' && v.is(POOL_NAME, name)) disks.push({ i, j, name });
     });
   });
+  if (disks.length === 0) return;
+  const vols = Array.isArray(rec.volumes) ? (rec.volumes as { pool?: unknown }[]) : [];
+  const users = new Map<string, Set<number>>();
+  workloads.forEach((w, i) => {
+    for (const r of rawVolumeRefs(w)) users.set(r, (users.get(r) ?? new Set()).add(i));
+  });
+  const attached = new Map<string, string>();
+  for (const { i, j, name } of disks) {
+    const path = deepPath(rec, ['workloads', i, 'spec', 'disks', j, 'volume']);
+    const at = volNames.get(name);
+    if (at === undefined) {
+      addIssue({ message: `volume ${name} is not declared in volumes`, input: name, path });
+      continue;
+    }
+    const pool = vols[at]?.pool;
+    const type = typeof pool === 'string' ? poolTypeOf(pool) : undefined;
+    if (type !== undefined && type !== 'libvirt') {
+      addIssue({ message: `volume ${name} is in pool ${String(pool)} of type ${String(type)}; a VM disk attaches volumes of a pool of type libvirt`, input: name, path });
+    }
+    const first = attached.get(name);
+    if (first !== undefined) {
+      addIssue({ message: `volume ${name} is already attached by ${first}; a volume is the disk of one VM only`, input: name, path });
+      continue;
+    }
+    attached.set(name, `workloads[${i}].spec.disks[${j}]`);
+    const others = [...(users.get(name) ?? [])].filter((k) => k !== i).map((k) => `workloads[${k}]`);
+    if (others.length > 0) addIssue({ message: `volume ${name} is attached as a disk here and also used by ${others.join(', ')}; a VM's disk volume has no other user`, input: name, path });
+  }
 }
 
 /** Why an update.lockFile cannot be found on the host, or undefined when it lies under a bind or volume mount. */

@@ -151,10 +151,6 @@ function classify(err: unknown, message: string, context: DockerErrorContext): E
 }
 
 /**
- * Turns whatever dockerode threw into a WorkloadError. The exact engine message is the error's message;
- * `details` carries the operation and HTTP status for logs and the status report.
- */
-/**
  * Whether a failed start says this container can never start again: dockerd 20.10 stopped during a
  * start can leave containerd a task ("task <id>: already exists") or a container record ("id already
  * in use") under this container's id that dockerd no longer knows. Every later start fails the same
@@ -164,6 +160,10 @@ export function cannotStartAgain(message: string, containerId: string): boolean 
   return message.includes(`task ${containerId}: already exists`) || /\bid already in use\b/.test(message);
 }
 
+/**
+ * Turns whatever dockerode threw into a WorkloadError. The exact engine message is the error's message;
+ * `details` carries the operation and HTTP status for logs and the status report.
+ */
 export function translateDockerError(err: unknown, context: DockerErrorContext): WorkloadError {
   if (err instanceof WorkloadError) return err;
   const message = dockerErrorMessage(err);

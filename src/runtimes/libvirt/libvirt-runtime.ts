@@ -50,6 +50,9 @@ export function passwordOf(state: RuntimeState | undefined): string | undefined 
   return typeof pw === 'string' ? pw : undefined;
 }
 
+/** A document volume as the storage layer made it: its pool and whether it is Ready. */
+export type StorageVolumeLookup = (name: string) => { pool: string; poolType: string; phase: string } | undefined;
+
 export interface LibvirtRuntimeOptions {
   uri: string;
   nodeId: string;
@@ -67,7 +70,7 @@ export interface LibvirtRuntimeOptions {
   /** A VM's report-relevant facts changed (addresses, warning): send a fresh status. */
   onVmChange?: (workloadId: string) => void;
   /** The storage layer's view of a document volume, for disks with `volume:` (docs/storage.md). */
-  storageVolume?: (name: string) => { pool: string; poolType: string; phase: string } | undefined;
+  storageVolume?: StorageVolumeLookup;
   binaries?: { virsh?: string; qemuImg?: string; genisoimage?: string };
   dispatcher?: Dispatcher;
   /** Address polling intervals (tests shorten them). */

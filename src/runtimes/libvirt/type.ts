@@ -38,7 +38,7 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   // pool's quota with the document's volumes; the storage gate holds the VM until they are Ready.
   ownVolumes: (w) => poolDisks(w).map((x) => ({ name: poolDiskVolumeName(w.id, x.name), pool: x.pool, sizeBytes: x.sizeBytes, reclaimPolicy: x.reclaimPolicy ?? 'delete' })),
   // Also the document volumes its disks attach: the gate holds the VM until they are Ready.
-  volumeRefs: (w) => [...poolDisks(w).map((x) => poolDiskVolumeName(w.id, x.name)), ...volumeDisks(w).map((x) => x.volume)],
+  volumeRefs: (w) => [...poolDisks(w).map((x) => poolDiskVolumeName(w.id, x.name)), ...attachedVolumes(w)],
   /**
    * A guest holds its vCPUs and its memory plus QEMU's own (VM_MEMORY_OVERHEAD_BYTES), and may grow
    * each disk to its sizeBytes (overlays are thin, but admission counts what they may take). A disk
@@ -51,9 +51,9 @@ export const vmType: TypeDescriptor<VmWorkload> = {
   },
 };
 
-/** The disks of a VM that attach a document volume (`volume:`). */
-export function volumeDisks(w: VmWorkload): { name: string; volume: string }[] {
-  return (w.spec.disks ?? []).flatMap((x) => (x.volume !== undefined ? [{ name: x.name, volume: x.volume }] : []));
+/** The document volumes a VM's disks attach (`volume:`). */
+export function attachedVolumes(w: VmWorkload): string[] {
+  return (w.spec.disks ?? []).flatMap((x) => (x.volume !== undefined ? [x.volume] : []));
 }
 
 /** The disks of a VM that live in a storage pool (the schema makes sizeBytes required for them). */
